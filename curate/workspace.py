@@ -1,0 +1,512 @@
+"""The workspace: a folder of original images plus one SQLite manifest that records every decision.
+
+Layout::
+
+    WORKSPACE/manifest.sqlite        the manifest (WAL mode; every write is one transaction)
+    WORKSPACE/images/<folder>/...    originals, never modified, moved or deleted by any command
+
+Use it as a context manager::
+
+    with Workspace("workspace") as ws:
+        record = ws.add_file(path, "Pad Thai", source="import")
+        ws.set_status(record.id, "accepted")
+        ws.undo()                         # back to pending
+        ws.list_images(category="Pad Thai", status="pending", flag="blurry")
+
+Every public method is safe to call from several threads (a Gradio app, icrawler's downloader
+threads): calls are serialised by one lock around one connection.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import unicodedata
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from curate import CurateError
+
+MANIFEST = "manifest.sqlite"
+IMAGES_DIR = "images"
+STATUSES = ("pending", "accepted", "rejected", "duplicate")
+SCHEMA_VERSION = 1
+
+# Migration N brings the schema from version N-1 to N; append, never edit a released one.
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE categories (
+        name TEXT PRIMARY KEY,             -- as the user typed it: "Pad Thai", "phở"
+        folder TEXT NOT NULL UNIQUE,       -- safe folder name derived from it
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,         -- relative to the workspace root, '/'-separated
+        category TEXT NOT NULL REFERENCES categories(name),
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'accepted', 'rejected', 'duplicate')),
+        source TEXT NOT NULL,              -- engine name (bing, urls, ...) or 'import'
+        query TEXT,
+        source_url TEXT,                   -- URL, or the original path for imports
+        sha256 TEXT NOT NULL UNIQUE,
+        phash INTEGER,                     -- 64-bit perceptual hash stored as signed int64
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        flags TEXT NOT NULL DEFAULT '',    -- comma-separated quality flags
+        crop TEXT,                         -- 'x0,y0,x1,y1' in pixels, or NULL
+        duplicate_of INTEGER REFERENCES images(id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX images_category_status ON images(category, status);
+    CREATE INDEX images_source_url ON images(source_url);
+    CREATE TABLE hashes (                  -- other perceptual hashes (dhash, whash, ahash), cached
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        method TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (image_id, method)
+    );
+    CREATE TABLE decisions (               -- the undo log of review decisions
+        id INTEGER PRIMARY KEY,
+        action TEXT NOT NULL,              -- status | crop | relabel
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        old TEXT NOT NULL,                 -- JSON of the changed columns before
+        new TEXT NOT NULL,                 -- JSON of the changed columns after
+        created_at TEXT NOT NULL,
+        undone INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+}
+
+_RESERVED_FOLDERS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of the manifest. `path` is relative to the workspace root."""
+
+    id: int
+    path: str
+    category: str
+    status: str
+    source: str
+    query: str | None
+    source_url: str | None
+    sha256: str
+    phash: int | None  # unsigned 64-bit perceptual hash, or None until computed
+    width: int
+    height: int
+    bytes: int
+    format: str
+    flags: tuple[str, ...]
+    crop: tuple[int, int, int, int] | None  # (x0, y0, x1, y1) in pixels of the original
+    duplicate_of: int | None
+    created_at: str
+    updated_at: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+_COLUMNS = ", ".join(f.name for f in fields(ImageRecord))
+
+
+def now() -> str:
+    """UTC timestamp with microseconds; sorts as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def to_int64(value: int) -> int:
+    """Unsigned 64-bit → SQLite's signed INTEGER."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def to_uint64(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def folder_name(category: str) -> str:
+    """A filesystem-safe folder name for a category: lower case, letters/digits/underscores only.
+
+    "Pad Thai" → "pad_thai", "phở" → "phở", "../etc" → "etc". Names that differ only by case or
+    punctuation map to the same base; Workspace.ensure_category adds a suffix to keep folders unique.
+    """
+    name = unicodedata.normalize("NFKC", category).casefold()
+    name = "".join(ch if ch.isalnum() else "_" for ch in name)
+    name = re.sub(r"_+", "_", name).strip("_")[:60]
+    if not name:
+        name = "category"
+    if name in _RESERVED_FOLDERS:
+        name += "_"
+    return name
+
+
+def _row_to_record(row: Sequence) -> ImageRecord:
+    values = dict(zip((f.name for f in fields(ImageRecord)), row))
+    values["phash"] = None if values["phash"] is None else to_uint64(values["phash"])
+    values["flags"] = tuple(f for f in values["flags"].split(",") if f)
+    values["crop"] = None if values["crop"] is None else tuple(int(v) for v in values["crop"].split(","))
+    return ImageRecord(**values)
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise CurateError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+
+
+class Workspace:
+    """Owns a workspace folder and its SQLite connection; use as a context manager.
+
+    `Workspace(root, create=False)` refuses a folder that has no manifest yet.
+    """
+
+    def __init__(self, root: str | Path, create: bool = True):
+        self.root = Path(root).resolve()
+        manifest = self.root / MANIFEST
+        if not manifest.exists():
+            if not create:
+                raise CurateError(f"no workspace at {self.root} (missing {MANIFEST}); run `python -m curate import` or `scrape` first")
+            self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / IMAGES_DIR).mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so one call is one transaction.
+            self._db = sqlite3.connect(manifest, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise CurateError(f"{manifest} is not a usable manifest: {err}") from None
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write. Nested calls join the outer transaction."""
+        with self._lock:
+            if self._db is None:
+                raise CurateError("workspace is closed")
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            if self._db is None:
+                raise CurateError("workspace is closed")
+            return self._db.execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                raise CurateError(f"workspace schema v{version} is newer than this curate (v{SCHEMA_VERSION}); upgrade platekit")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    @property
+    def schema_version(self) -> int:
+        return self._query("SELECT version FROM schema_version")[0][0]
+
+    # -- categories ---------------------------------------------------------------------------
+    def ensure_category(self, category: str) -> str:
+        """Register `category` (free text, stored as given) and return its unique folder name."""
+        category = category.strip()
+        if not category:
+            raise CurateError("category name is empty")
+        with self.transaction() as db:
+            row = db.execute("SELECT folder FROM categories WHERE name = ?", (category,)).fetchone()
+            if row:
+                return row[0]
+            base = folder_name(category)
+            folder, n = base, 1
+            while db.execute("SELECT 1 FROM categories WHERE folder = ?", (folder,)).fetchone():
+                n += 1
+                folder = f"{base}_{n}"
+            db.execute("INSERT INTO categories VALUES (?, ?, ?)", (category, folder, now()))
+            return folder
+
+    def categories(self) -> dict[str, str]:
+        """Category name → folder name, in the order they were added."""
+        return dict(self._query("SELECT name, folder FROM categories ORDER BY created_at, name"))
+
+    def folder_of(self, category: str) -> str:
+        rows = self._query("SELECT folder FROM categories WHERE name = ?", (category,))
+        if not rows:
+            raise CurateError(f"unknown category {category!r}")
+        return rows[0][0]
+
+    # -- adding images ---------------------------------------------------------------------------
+    def abspath(self, record: ImageRecord | str) -> Path:
+        """Absolute path of an image (a record or its relative path)."""
+        return self.root / (record.path if isinstance(record, ImageRecord) else record)
+
+    def add_image(self, data: bytes, category: str, *, source: str, query: str | None = None,
+                  source_url: str | None = None, info=None, flags: Sequence[str] = (),
+                  phash: int | None = None, status: str = "pending") -> ImageRecord | None:
+        """Store image bytes as a new original and record it; None if identical bytes are already stored.
+
+        `info` is the curate.images.ImageInfo from validating `data` (validated here when None).
+        The file is written under a temporary name and linked into place (never overwriting
+        anything), then recorded in one transaction; a crash in between leaves only a file
+        that the next add of the same bytes adopts.
+        """
+        from curate.images import inspect_bytes  # images imports nothing from here; keep load order simple
+
+        _check_status(status)
+        info = info if info is not None else inspect_bytes(data, min_size_px=1)
+        existing = self._query("SELECT id FROM images WHERE sha256 = ?", (info.sha256,))
+        if existing:
+            return None
+        folder = self.ensure_category(category)
+        rel = f"{IMAGES_DIR}/{folder}/{info.sha256[:20]}.{info.extension}"
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            if target.read_bytes() != data:  # astronomically unlikely: same 80-bit prefix, other bytes
+                raise CurateError(f"{rel} exists with other content; not overwriting it")
+        else:
+            tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, target)  # fails rather than overwrite
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        stamp = now()
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM images WHERE sha256 = ?", (info.sha256,)).fetchone():
+                return None  # another thread won the race with the same bytes
+            cur = db.execute(
+                "INSERT INTO images (path, category, status, source, query, source_url, sha256, phash, width,"
+                " height, bytes, format, flags, crop, duplicate_of, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                (rel, category.strip(), status, source, query, source_url, info.sha256,
+                 None if phash is None else to_int64(phash), info.width, info.height, info.bytes,
+                 info.format, ",".join(flags), stamp, stamp))
+            return self.get(cur.lastrowid)
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, image_id: int) -> ImageRecord:
+        rows = self._query(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,))
+        if not rows:
+            raise CurateError(f"no image with id {image_id}")
+        return _row_to_record(rows[0])
+
+    def list_images(self, category: str | None = None, status: str | Sequence[str] | None = None,
+                    flag: str | None = None, source_url: str | None = None) -> list[ImageRecord]:
+        """Images filtered by category, status (one or several), quality flag and/or URL; oldest first."""
+        where, params = [], []
+        if category is not None:
+            where.append("category = ?")
+            params.append(category)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                _check_status(s)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        if flag is not None:
+            where.append("(',' || flags || ',') LIKE ?")
+            params.append(f"%,{flag},%")
+        if source_url is not None:
+            where.append("source_url = ?")
+            params.append(source_url)
+        sql = f"SELECT {_COLUMNS} FROM images"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_row_to_record(r) for r in self._query(sql + " ORDER BY id", params)]
+
+    def count(self, category: str | None = None, status: str | Sequence[str] | None = None) -> int:
+        where, params = [], []
+        if category is not None:
+            where.append("category = ?")
+            params.append(category)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        sql = "SELECT COUNT(*) FROM images" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._query(sql, params)[0][0]
+
+    def has_url(self, url: str) -> bool:
+        return bool(self._query("SELECT 1 FROM images WHERE source_url = ? LIMIT 1", (url,)))
+
+    def has_sha256(self, sha256: str) -> bool:
+        return bool(self._query("SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", (sha256,)))
+
+    def stats(self) -> dict[str, dict]:
+        """Per category: {"total": n, "status": {status: n}, "flags": {flag: n}}, categories in order added."""
+        out: dict[str, dict] = {}
+        for name in self.categories():
+            out[name] = {"total": 0, "status": {s: 0 for s in STATUSES}, "flags": {}}
+        for category, status, n in self._query("SELECT category, status, COUNT(*) FROM images GROUP BY 1, 2"):
+            out[category]["status"][status] = n
+            out[category]["total"] += n
+        for category, flags in self._query("SELECT category, flags FROM images WHERE flags != ''"):
+            for flag in flags.split(","):
+                out[category]["flags"][flag] = out[category]["flags"].get(flag, 0) + 1
+        return out
+
+    # -- review decisions (logged, undoable) ------------------------------------------------------
+    def _change(self, image_id: int, action: str, new: dict, log: bool) -> ImageRecord:
+        with self.transaction() as db:
+            record = self.get(image_id)
+            old = {k: _to_db(k, getattr(record, k)) for k in new}
+            if old == new:
+                return record
+            stamp = now()
+            assignments = ", ".join(f"{k} = ?" for k in new)
+            db.execute(f"UPDATE images SET {assignments}, updated_at = ? WHERE id = ?", (*new.values(), stamp, image_id))
+            if log:
+                db.execute("INSERT INTO decisions (action, image_id, old, new, created_at) VALUES (?, ?, ?, ?, ?)",
+                           (action, image_id, json.dumps(old), json.dumps(new), stamp))
+            return self.get(image_id)
+
+    def set_status(self, image_id: int, status: str, duplicate_of: int | None = None, log: bool = True) -> ImageRecord:
+        """Set pending/accepted/rejected/duplicate (duplicate_of only kept for 'duplicate'). Logged for undo."""
+        _check_status(status)
+        if status == "duplicate" and duplicate_of is not None:
+            self.get(duplicate_of)
+        return self._change(image_id, "status", {"status": status, "duplicate_of": duplicate_of if status == "duplicate" else None}, log)
+
+    def set_crop(self, image_id: int, box: tuple[int, int, int, int] | None, log: bool = True) -> ImageRecord:
+        """Set the crop box (x0, y0, x1, y1) in original pixels, or None to clear. Logged for undo."""
+        if box is not None:
+            record = self.get(image_id)
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0 = max(0, x0), max(0, y0)
+            x1, y1 = min(record.width, x1), min(record.height, y1)
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                raise CurateError(f"crop box {tuple(box)} is empty inside a {record.width}x{record.height} image")
+            box = (x0, y0, x1, y1)
+        return self._change(image_id, "crop", {"crop": _to_db("crop", box)}, log)
+
+    def relabel(self, image_id: int, category: str, log: bool = True) -> ImageRecord:
+        """Move an image to another category (the file stays where it is). Logged for undo."""
+        with self.transaction():
+            self.ensure_category(category)
+            return self._change(image_id, "relabel", {"category": category.strip()}, log)
+
+    def undo(self) -> ImageRecord | None:
+        """Revert the most recent decision not yet undone; returns the image as restored, or None."""
+        with self.transaction() as db:
+            row = db.execute("SELECT id, image_id, old FROM decisions WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
+            if row is None:
+                return None
+            decision_id, image_id, old = row
+            old = json.loads(old)
+            assignments = ", ".join(f"{k} = ?" for k in old)
+            db.execute(f"UPDATE images SET {assignments}, updated_at = ? WHERE id = ?", (*old.values(), now(), image_id))
+            db.execute("UPDATE decisions SET undone = 1 WHERE id = ?", (decision_id,))
+            return self.get(image_id)
+
+    def decisions(self, limit: int = 50) -> list[dict]:
+        """Most recent decisions first: {id, action, image_id, old, new, created_at, undone}."""
+        rows = self._query("SELECT id, action, image_id, old, new, created_at, undone FROM decisions ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": r[0], "action": r[1], "image_id": r[2], "old": json.loads(r[3]), "new": json.loads(r[4]),
+                 "created_at": r[5], "undone": bool(r[6])} for r in rows]
+
+    # -- pipeline writes (not logged) ------------------------------------------------------------
+    def set_flags(self, image_id: int, flags: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE images SET flags = ?, updated_at = ? WHERE id = ?", (",".join(flags), now(), image_id))
+
+    def set_hashes(self, method: str, values: dict[int, int]) -> None:
+        """Cache perceptual hashes (image id → unsigned 64-bit int) for `method`, in one transaction."""
+        with self.transaction() as db:
+            if method == "phash":
+                db.executemany("UPDATE images SET phash = ? WHERE id = ?", [(to_int64(v), i) for i, v in values.items()])
+            else:
+                db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?)", [(i, method, to_int64(v)) for i, v in values.items()])
+
+    def hashes(self, method: str) -> dict[int, int]:
+        """Cached hashes for `method`: image id → unsigned 64-bit int."""
+        if method == "phash":
+            rows = self._query("SELECT id, phash FROM images WHERE phash IS NOT NULL")
+        else:
+            rows = self._query("SELECT image_id, value FROM hashes WHERE method = ?", (method,))
+        return {i: to_uint64(v) for i, v in rows}
+
+    def mark_duplicates(self, pairs: dict[int, int]) -> None:
+        """Set status 'duplicate' with duplicate_of for many images (id → kept id), in one transaction."""
+        stamp = now()
+        with self.transaction() as db:
+            db.executemany("UPDATE images SET status = 'duplicate', duplicate_of = ?, updated_at = ? WHERE id = ?",
+                           [(keep, stamp, i) for i, keep in pairs.items()])
+
+    # -- integrity ---------------------------------------------------------------------------
+    def integrity_problems(self, check_hashes: bool = False) -> list[str]:
+        """Everything wrong with the workspace, as readable lines (empty list = consistent).
+
+        Checks SQLite's own integrity, that every recorded file exists (and, with check_hashes,
+        still has its recorded sha256), and that duplicate_of points at a recorded image.
+        """
+        import hashlib
+
+        problems = [f"sqlite: {r[0]}" for r in self._query("PRAGMA integrity_check") if r[0] != "ok"]
+        ids = {r[0] for r in self._query("SELECT id FROM images")}
+        for record in self.list_images():
+            path = self.abspath(record)
+            if not path.is_file():
+                problems.append(f"image {record.id}: file {record.path} is missing")
+            elif check_hashes and hashlib.sha256(path.read_bytes()).hexdigest() != record.sha256:
+                problems.append(f"image {record.id}: {record.path} does not match its sha256")
+            if record.duplicate_of is not None and record.duplicate_of not in ids:
+                problems.append(f"image {record.id}: duplicate_of {record.duplicate_of} does not exist")
+        return problems
+
+
+def _to_db(column: str, value):
+    if column == "crop":
+        return None if value is None else ",".join(str(int(v)) for v in value)
+    return value
