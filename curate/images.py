@@ -99,14 +99,14 @@ def inspect_file(path: str | Path, min_size_px: int = MIN_SIZE_PX, max_pixels: i
     return inspect_bytes(data, min_size_px, max_pixels)
 
 
-def open_image(path: str | Path, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
+def open_image(path: str | Path | bytes, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
                draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode an image fully into memory, upright (EXIF orientation applied), converted to `mode`.
+    """Decode an image (a path or its bytes) fully into memory, upright (EXIF orientation applied), as `mode`.
 
     `draft_size` lets JPEG decode at a reduced scale (at least that size), much faster when only a
     small version is needed (hashing, thumbnails). Raises InvalidImage when the file is unusable.
     """
-    image = _open(Path(path), max_pixels)
+    image = _open(path if isinstance(path, (bytes, bytearray)) else Path(path), max_pixels)
     try:
         if draft_size is not None and image.format in ("JPEG", "MPO"):
             image.draft(mode if mode in ("L", "RGB") else "RGB", draft_size)

@@ -1,0 +1,184 @@
+"""Command line of curate: `python -m curate [--workspace DIR] COMMAND ...` (a thin shell over the library)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from curate import CurateError
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _reasons(rejected: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "-"
+
+
+def cmd_import(args, ws) -> int:
+    from curate.importer import import_images
+
+    rename = {}
+    for pair in args.rename or []:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise CurateError(f"--rename wants OLD=NEW, got {pair!r}")
+        rename[old] = new
+    report = import_images(ws, args.source, category=args.category, rename=rename, min_size_px=args.min_size, progress=True)
+    rows = [[cat, c.added, c.already_present, _reasons(c.rejected)] for cat, c in report.categories.items()]
+    print(_table(["category", "added", "already present", "rejected"], rows))
+    return 0
+
+
+def cmd_stats(args, ws) -> int:
+    stats = ws.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+        return 0
+    from curate.workspace import STATUSES
+
+    rows = [[cat, s["total"], *(s["status"][k] for k in STATUSES), ", ".join(f"{f} {n}" for f, n in sorted(s["flags"].items())) or "-"]
+            for cat, s in stats.items()]
+    print(_table(["category", "total", *STATUSES, "flags"], rows))
+    return 0
+
+
+def cmd_scrape(args, ws) -> int:
+    from curate.scrape import ScrapeConfig, read_categories, scrape
+
+    categories = read_categories(args.categories, args.categories_file)
+    config = ScrapeConfig(engine=args.engine, per_class=args.per_class, query=args.query, min_size_px=args.min_size,
+                          threads=args.threads, urls_file=args.urls, timeout_s=args.timeout,
+                          search_url=args.search_url)
+    report = scrape(ws, categories, config, progress=True)
+    rows = [[c.category, c.downloaded, c.already_present, c.total, _reasons(c.rejected), c.message or "ok"]
+            for c in report.categories]
+    print(_table(["category", "downloaded", "already present", f"total/{config.per_class}", "rejected", "note"], rows))
+    short = [c.category for c in report.categories if c.total < config.per_class]
+    if short:
+        print(f"curate: {len(short)} categor{'y' if len(short) == 1 else 'ies'} ended short of {config.per_class}: "
+              f"{', '.join(short)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_dedup(args, ws) -> int:
+    from curate.dedup import dedup
+
+    report = dedup(ws, method=args.hash, threshold_bits=args.threshold, scope=args.scope, dry_run=args.dry_run,
+                   workers=args.workers, progress=True)
+    rows = [[cat, n_groups, n_marked] for cat, (n_groups, n_marked) in report.by_category.items()]
+    print(_table(["category", "groups", "marked duplicate" + (" (dry run)" if args.dry_run else "")], rows))
+    print(f"{report.hashed} hashes computed, {len(report.groups)} groups, {report.marked} images marked duplicate"
+          + (" (dry run: nothing changed)" if args.dry_run else ""))
+    return 0
+
+
+def cmd_check(args, ws) -> int:
+    from curate.quality import check
+
+    counts = check(ws, progress=True)
+    print(_table(["flag", "images"], [[f, n] for f, n in counts.items()]))
+    return 0
+
+
+def cmd_export(args, ws) -> int:
+    from curate.export import ExportConfig, export
+
+    config = ExportConfig(split=tuple(args.split), seed=args.seed, balance=args.balance,
+                          include_pending=args.include_pending, min_per_class=args.min_per_class,
+                          exclude_flags=tuple(args.exclude_flag or ()), overwrite=args.overwrite)
+    report = export(ws, args.out, config, progress=True)
+    rows = [[cat, *(counts.get(s, 0) for s in ("train", "valid", "test")), counts.get("augmented", 0)]
+            for cat, counts in report.counts.items()]
+    print(_table(["category", "train", "valid", "test", "augmented"], rows))
+    print(f"wrote {report.files} files to {report.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from curate.workspace import STATUSES  # noqa: F401  (keeps import errors out of --help)
+
+    parser = argparse.ArgumentParser(prog="python -m curate", description="Build a food image set: scrape or import, "
+                                     "deduplicate, flag, review and export as ImageFolder.")
+    parser.add_argument("--workspace", default="workspace", help="workspace folder (default: ./workspace)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="copy images in from an ImageFolder tree, a .zip, a flat folder or hf:NAME[:split]")
+    p.add_argument("source")
+    p.add_argument("--category", help="put every image in this category (needed for a flat folder)")
+    p.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a source class (repeatable)")
+    p.add_argument("--min-size", type=int, default=128, help="refuse images whose shorter side is below this (px)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("stats", help="counts per category by status and by quality flag")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    from curate.scrape import ENGINES, ScrapeConfig
+
+    d = ScrapeConfig()
+    p = sub.add_parser("scrape", help="download images per category through icrawler")
+    p.add_argument("categories", nargs="*", metavar="CATEGORY")
+    p.add_argument("--categories-file", help="one category per line")
+    p.add_argument("--per-class", type=int, default=d.per_class, help=f"target images per category (default {d.per_class})")
+    p.add_argument("--engine", choices=ENGINES, default=d.engine)
+    p.add_argument("--urls", help="for --engine urls: lines 'category<TAB>url', or bare URLs with one CATEGORY")
+    p.add_argument("--query", default=d.query, help=f"search text; {{category}} is replaced (default {d.query!r})")
+    p.add_argument("--min-size", type=int, default=d.min_size_px, help="refuse images whose shorter side is below this (px)")
+    p.add_argument("--threads", type=int, default=d.threads, help="download threads")
+    p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request")
+    p.add_argument("--search-url", help="use this search endpoint instead of the engine's own (a mirror; tests)")
+    p.set_defaults(func=cmd_scrape)
+
+    from curate.hashing import METHODS
+    from curate.dedup import DEFAULT_THRESHOLD_BITS
+
+    p = sub.add_parser("dedup", help="mark exact and near duplicates")
+    p.add_argument("--hash", choices=METHODS, default="phash")
+    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD_BITS,
+                   help=f"max Hamming distance in bits (default {DEFAULT_THRESHOLD_BITS}, chosen in bench/dedup_quality.py)")
+    p.add_argument("--scope", choices=("category", "all"), default="category")
+    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: CPU count)")
+    p.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("check", help="recompute quality flags of every image")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("export", help="write OUT/train|valid|test/<category>/ from accepted images")
+    p.add_argument("out")
+    p.add_argument("--split", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--balance", type=int, default=0, metavar="N", help="augment each training class up to N images")
+    p.add_argument("--include-pending", action="store_true", help="export pending images too")
+    p.add_argument("--min-per-class", type=int, default=1, metavar="K")
+    p.add_argument("--exclude-flag", action="append", help="leave out images with this quality flag (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from curate.workspace import Workspace
+
+    try:
+        with Workspace(args.workspace, create=args.command in ("import", "scrape")) as ws:
+            return args.func(args, ws)
+    except CurateError as err:
+        print(f"curate: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("curate: interrupted; re-run the same command to carry on", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
