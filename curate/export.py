@@ -1,0 +1,201 @@
+"""`export`: write OUT/train|valid|test/<category>/*.jpg and OUT/manifest.csv from the accepted images."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from curate import CurateError
+from curate.dedup import DEFAULT_THRESHOLD_BITS, group_labels, pairs_within
+from curate.hashing import hash_files
+from curate.images import open_image
+from curate.workspace import ImageRecord, Workspace
+
+SPLITS = ("train", "valid", "test")
+JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of one export; the CLI takes its defaults from here and OUT/export.json records them."""
+
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    balance: int = 0  # top each training class up to this many images with augmented copies (0: off)
+    include_pending: bool = False
+    min_per_class: int = 1
+    exclude_flags: tuple[str, ...] = ()
+    threshold_bits: int = DEFAULT_THRESHOLD_BITS  # near-duplicates within this distance share a split
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out: Path
+    counts: dict[str, dict[str, int]]  # category -> split (and "augmented") -> images
+    files: int
+
+
+def _groups(ws: Workspace, records: list[ImageRecord], threshold_bits: int) -> np.ndarray:
+    """A group label per record: near-duplicates (phash) and duplicate_of links share a label."""
+    hashes = ws.hashes("phash")
+    missing = [r for r in records if r.id not in hashes]
+    if missing:
+        values, ok = hash_files([ws.abspath(r) for r in missing], "phash")
+        new = {r.id: int(v) for r, v, good in zip(missing, values, ok) if good}
+        ws.set_hashes("phash", new)
+        hashes.update(new)
+    index = {r.id: k for k, r in enumerate(records)}
+    hashed = [k for k, r in enumerate(records) if r.id in hashes]
+    i, j = pairs_within(np.array([hashes[records[k].id] for k in hashed], dtype=np.uint64), threshold_bits)
+    hashed = np.array(hashed, dtype=np.int64)
+    edges_i, edges_j = [hashed[i]], [hashed[j]]
+    # duplicate_of links, also through a kept image that is not exported itself
+    extra: dict[int, int] = {}
+    for k, r in enumerate(records):
+        if r.duplicate_of is not None:
+            target = index.get(r.duplicate_of)
+            if target is None:
+                target = extra.setdefault(r.duplicate_of, len(records) + len(extra))
+            edges_i.append(np.array([k]))
+            edges_j.append(np.array([target]))
+    labels = group_labels(len(records) + len(extra), np.concatenate(edges_i), np.concatenate(edges_j))
+    return labels[:len(records)]
+
+
+
+def assign_splits(records: list[ImageRecord], labels: np.ndarray, fractions: tuple[float, float, float],
+                  seed: int) -> dict[int, str]:
+    """image id → split; stratified per category, whole groups at a time, reproducible by seed."""
+    groups: dict[int, list[ImageRecord]] = {}
+    for r, label in zip(records, labels):
+        groups.setdefault(int(label), []).append(r)
+    by_category: dict[str, list[list[ImageRecord]]] = {}
+    for members in groups.values():
+        members.sort(key=lambda r: r.id)
+        by_category.setdefault(members[0].category, []).append(members)
+    rng = np.random.default_rng(seed)
+    split_of: dict[int, str] = {}
+    for category in sorted(by_category):
+        cat_groups = sorted(by_category[category], key=lambda g: g[0].id)
+        cat_groups = [cat_groups[k] for k in rng.permutation(len(cat_groups))]
+        n = sum(len(g) for g in cat_groups)
+        n_valid, n_test = round(fractions[1] * n), round(fractions[2] * n)
+        target = {"train": n - n_valid - n_test, "valid": n_valid, "test": n_test}
+        have = dict.fromkeys(SPLITS, 0)
+        for g in cat_groups:
+            split = max(SPLITS, key=lambda s: (target[s] - have[s], s == "train"))
+            have[split] += len(g)
+            for r in g:
+                split_of[r.id] = split
+    return split_of
+
+
+def _augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random affine copy: rotation ±15°, scale 0.9-1.1, shift ±5%, horizontal flip half the time."""
+    w, h = image.size
+    out = image.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR,
+                       translate=(rng.uniform(-0.05, 0.05) * w, rng.uniform(-0.05, 0.05) * h))
+    scale = rng.uniform(0.9, 1.1)
+    cw, ch = min(w, round(w / scale)), min(h, round(h / scale))
+    out = out.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)).resize((w, h), Image.Resampling.BILINEAR)
+    return ImageOps.mirror(out) if rng.random() < 0.5 else out
+
+
+def _write(ws: Workspace, record: ImageRecord, dest: Path) -> None:
+    if record.crop is None and record.format == "JPEG":
+        shutil.copyfile(ws.abspath(record), dest)  # byte copy: no re-encoding loss
+        return
+    image = open_image(ws.abspath(record), mode="RGB")
+    if record.crop is not None:
+        image = image.crop(record.crop)
+    image.save(dest, "JPEG", quality=JPEG_QUALITY)
+
+
+def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig(), progress: bool = False) -> ExportReport:
+    """Export accepted images (and pending with include_pending) as an ImageFolder tree.
+
+    Everything is written into a hidden sibling folder first and renamed into place at the end,
+    so a failure or a kill leaves either the previous OUT or nothing, never half an export.
+    Originals are only read; crops are applied to the copies.
+    """
+    out = Path(out).resolve()
+    if len(config.split) != 3 or any(f < 0 for f in config.split) or abs(sum(config.split) - 1) > 1e-6:
+        raise CurateError(f"--split needs three non-negative fractions summing to 1, got {list(config.split)}")
+    if out.exists() and not config.overwrite:
+        raise CurateError(f"{out} already exists; choose a new folder or pass --overwrite")
+    if out == ws.root or ws.root in out.parents:
+        raise CurateError(f"export into a folder outside the workspace ({ws.root})")
+    statuses = ("accepted", "pending") if config.include_pending else ("accepted",)
+    records = [r for r in ws.list_images(status=statuses) if not set(r.flags) & set(config.exclude_flags)]
+    per_category = {c: 0 for c, s in ws.stats().items() if s["total"]}
+    for r in records:
+        per_category[r.category] = per_category.get(r.category, 0) + 1
+    if not per_category:
+        raise CurateError("the workspace has no images; import or scrape some first")
+    what = "accepted" + ("/pending" if config.include_pending else "")
+    short = [(c, n) for c, n in per_category.items() if n < config.min_per_class]
+    if short:
+        c, n = short[0]
+        raise CurateError(f"class {c!r} has {n} {what} images (--min-per-class {config.min_per_class}); "
+                          f"accept more or drop the class" + (f" ({len(short) - 1} more short)" if len(short) > 1 else ""))
+    if not records:
+        raise CurateError(f"no {what} images to export; review some first (or pass --include-pending)")
+
+    labels = _groups(ws, records, config.threshold_bits)
+    split_of = assign_splits(records, labels, config.split, config.seed)
+    folders = ws.categories()
+
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed export
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, dict[str, int]] = {c: dict.fromkeys((*SPLITS, "augmented"), 0) for c in per_category if per_category[c]}
+    rows = []
+    try:
+        for split in SPLITS:
+            for c in counts:
+                (tmp / split / folders[c]).mkdir(parents=True, exist_ok=True)
+        for r in tqdm(records, desc="export", unit="img", disable=not progress):
+            split = split_of[r.id]
+            rel = f"{split}/{folders[r.category]}/{r.id:07d}.jpg"
+            _write(ws, r, tmp / rel)
+            counts[r.category][split] += 1
+            rows.append([rel, split, r.category, r.id, r.source_url or "", r.sha256, ""])
+        if config.balance:
+            rng = np.random.default_rng(config.seed)
+            for c in counts:
+                sources = [r for r in records if r.category == c and split_of[r.id] == "train"]
+                for k in range(max(0, config.balance - len(sources)) if sources else 0):
+                    r = sources[k % len(sources)]
+                    image = open_image(ws.abspath(r), mode="RGB")
+                    if r.crop is not None:
+                        image = image.crop(r.crop)
+                    rel = f"train/{folders[c]}/aug-{r.id:07d}-{k:05d}.jpg"
+                    _augment(image, rng).save(tmp / rel, "JPEG", quality=JPEG_QUALITY)
+                    counts[c]["augmented"] += 1
+                    rows.append([rel, "train", c, r.id, r.source_url or "", "", r.id])
+        with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "split", "category", "image_id", "source_url", "sha256", "augmented_from"])
+            writer.writerows(rows)
+        (tmp / "export.json").write_text(json.dumps({"config": asdict(config), "workspace": str(ws.root),
+                                                     "counts": counts}, indent=2, ensure_ascii=False))
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(out, counts, len(rows))
