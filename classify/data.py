@@ -1,0 +1,238 @@
+"""Data: find the splits of an ImageFolder tree, decode each image once into a uint8 cache, augment on tensors."""
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from classify import ClassifyError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+SPLITS = ("train", "valid", "test")
+# Refuse images that would take more than ~0.5 GB to decode (Pillow's own bomb limit is per-warning).
+MAX_PIXELS = 178_956_970
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The classes (in label order) and the samples of each split found under a data folder."""
+    root: Path
+    classes: tuple[str, ...]
+    splits: dict = field(default_factory=dict)  # split name -> tuple[Sample, ...]
+    split_made: bool = False  # True when train/valid were drawn from one folder of class folders
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) -> DataLayout:
+    """Read `root/train|valid[|test]/<class>/*` or, failing that, `root/<class>/*` split by a seeded stratified draw."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ClassifyError(f"data folder not found: {root}")
+    if (root / "train").is_dir():
+        if not (root / "valid").is_dir():
+            raise ClassifyError(f"{root} has train/ but no valid/ split; add valid/<class>/ images "
+                                f"or pass one folder of class folders to split automatically")
+        classes = tuple(p.name for p in _class_dirs(root / "train"))
+        _check_classes(classes, root / "train")
+        splits = {}
+        for split in SPLITS:
+            if (root / split).is_dir():
+                splits[split] = _samples(root / split, classes, split)
+        return DataLayout(root, classes, splits)
+    classes = tuple(p.name for p in _class_dirs(root))
+    _check_classes(classes, root)
+    rng = random.Random(seed)
+    train, valid = [], []
+    for label, name in enumerate(classes):
+        files = _images_in(root / name)
+        if not files:
+            raise ClassifyError(f"class {name!r} has no images in {root / name}")
+        rng.shuffle(files)
+        n_valid = max(1, round(len(files) * valid_fraction)) if len(files) > 1 else 0
+        valid += [Sample(p, label) for p in sorted(files[:n_valid])]
+        train += [Sample(p, label) for p in sorted(files[n_valid:])]
+    return DataLayout(root, classes, {"train": tuple(train), "valid": tuple(valid)}, split_made=True)
+
+
+def _check_classes(classes: tuple[str, ...], folder: Path) -> None:
+    if len(classes) < 2:
+        raise ClassifyError(f"{folder} has {len(classes)} class folder(s); a classifier needs at least 2")
+
+
+def _samples(folder: Path, classes: tuple[str, ...], split: str) -> tuple[Sample, ...]:
+    found = {p.name for p in _class_dirs(folder)}
+    unknown = found - set(classes)
+    if unknown:
+        raise ClassifyError(f"{split}/ has classes missing from train/: {', '.join(sorted(unknown))}")
+    samples = []
+    for label, name in enumerate(classes):
+        files = _images_in(folder / name) if (folder / name).is_dir() else []
+        if not files and split == "train":
+            raise ClassifyError(f"class {name!r} has no images in {folder / name}; add some or remove the folder")
+        samples += [Sample(p, label) for p in files]
+    if not samples:
+        raise ClassifyError(f"split {split}/ has no images")
+    return tuple(samples)
+
+
+def eval_size(image_size: int, crop_pct: float) -> int:
+    """Side of the square kept in the cache: the eval crop is its centre `image_size` pixels."""
+    return int(math.floor(image_size / crop_pct))
+
+
+def decode(source, size_px: int) -> np.ndarray:
+    """Open an image (path, bytes file or PIL image), fix its orientation, resize its shorter side to `size_px`
+    and centre-crop a square: HxWx3 uint8. Raises ClassifyError for anything that is not a readable image."""
+    try:
+        image = source if isinstance(source, Image.Image) else Image.open(source)
+        if image.width * image.height > MAX_PIXELS:
+            raise ClassifyError(f"image too large ({image.width}x{image.height})")
+        if image.format == "JPEG":
+            image.draft("RGB", (size_px, size_px))  # decode at reduced scale: much faster, same result after resize
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        scale = size_px / min(image.size)
+        width, height = max(size_px, round(image.width * scale)), max(size_px, round(image.height * scale))
+        image = image.resize((width, height), Image.BICUBIC, reducing_gap=3.0)
+        left, top = (width - size_px) // 2, (height - size_px) // 2
+        return np.asarray(image.crop((left, top, left + size_px, top + size_px)))
+    except ClassifyError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ClassifyError(f"unreadable image: {error}") from None
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """Decoded images as one uint8 tensor N x 3 x S x S, their labels, and what could not be read."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: tuple[Path, ...]
+    skipped: tuple[tuple[Path, str], ...]
+
+
+def load_cache(samples, size_px: int, progress: bool = False, desc: str = "decode") -> ImageCache:
+    """Decode every sample once (threads: Pillow releases the GIL while decoding)."""
+    from tqdm.auto import tqdm
+
+    samples = list(samples)
+    images = torch.empty((len(samples), 3, size_px, size_px), dtype=torch.uint8)
+    ok = np.zeros(len(samples), dtype=bool)
+    skipped = []
+
+    def work(index):
+        try:
+            images[index] = torch.from_numpy(decode(samples[index].path, size_px).copy()).permute(2, 0, 1)
+            ok[index] = True
+        except ClassifyError as error:
+            return samples[index].path, str(error)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads()))) as pool:
+        for result in tqdm(pool.map(work, range(len(samples))), total=len(samples), desc=desc,
+                           disable=not progress, leave=False):
+            if result is not None:
+                skipped.append(result)
+    keep = torch.from_numpy(ok)
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    return ImageCache(images[keep], labels[keep], tuple(s.path for s, k in zip(samples, ok) if k), tuple(skipped))
+
+
+def tune_cpu_allocator() -> None:
+    """Keep glibc from returning large tensor buffers to the OS after every batch.
+
+    By default each >32 MB activation is mmap'd and munmap'd, and the page faults cost more than the convolutions:
+    measured lite0 CPU inference at batch 32 goes from 65 to 116 img/s with these settings.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 2**30)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
+def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    counts = Counter(labels.tolist())
+    return [counts.get(i, 0) for i in range(num_classes)]
+
+
+def normalize(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 or float pixels in 0..255 → normalized float, channels_last."""
+    x = pixels.float().div(255)
+    mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
+def center_crop(batch_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
+    side = batch_uint8.shape[-1]
+    offset = (side - image_size) // 2
+    return batch_uint8[..., offset:offset + image_size, offset:offset + image_size]
+
+
+def augment(batch_uint8: torch.Tensor, image_size: int, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Random-resized crop, horizontal flip and colour jitter on a uint8 batch, on whatever device it lives.
+
+    Returns float pixels in 0..255. strength 0 gives the centre crop; 1 gives crops down to 25 % of the area,
+    aspect ratios 3/4..4/3 and +-40 % brightness, contrast and saturation. The crops are one batched
+    `grid_sample` call over affine grids: 0.04 s for 64 images on 2 CPU cores, vs 0.36 s cropping image by image
+    with torchvision and 0.16 s with `roi_align` (measured here).
+    """
+    if strength <= 0:
+        return center_crop(batch_uint8, image_size).float()
+    n, _, height, width = batch_uint8.shape
+    r = torch.rand((n, 5), generator=generator)
+    min_scale = 1.0 - 0.75 * strength
+    log_ratio = math.log(4 / 3) * strength
+    area = height * width * (min_scale + (1 - min_scale) * r[:, 0])
+    ratio = torch.exp(-log_ratio + 2 * log_ratio * r[:, 1])
+    crop_w = torch.sqrt(area * ratio).clamp(max=width)
+    crop_h = torch.sqrt(area / ratio).clamp(max=height)
+    left = r[:, 2] * (width - crop_w)
+    top = r[:, 3] * (height - crop_h)
+    flip = torch.where(r[:, 4] < 0.5, -1.0, 1.0)
+    # The crop box as an affine map from output to input coordinates (normalized to -1..1); a flip negates x.
+    theta = torch.zeros((n, 2, 3))
+    theta[:, 0, 0] = crop_w / width * flip
+    theta[:, 0, 2] = (left + crop_w / 2) / width * 2 - 1
+    theta[:, 1, 1] = crop_h / height
+    theta[:, 1, 2] = (top + crop_h / 2) / height * 2 - 1
+    x = batch_uint8.float().contiguous(memory_format=torch.channels_last)
+    grid = torch.nn.functional.affine_grid(theta.to(x.device), [n, 3, image_size, image_size], align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    jitter = 0.4 * strength
+    if jitter > 0:
+        factors = (1 + jitter * (2 * torch.rand((3, n, 1, 1, 1), generator=generator) - 1)).to(x.device)
+        out = out * factors[0]  # brightness
+        gray = (0.299 * out[:, 0] + 0.587 * out[:, 1] + 0.114 * out[:, 2]).unsqueeze(1)
+        mean = gray.mean(dim=(2, 3), keepdim=True)
+        out = (out - mean) * factors[1] + mean  # contrast
+        gray = (0.299 * out[:, 0] + 0.587 * out[:, 1] + 0.114 * out[:, 2]).unsqueeze(1)
+        out = (out - gray) * factors[2] + gray  # saturation
+    return out.clamp_(0, 255)

@@ -1,0 +1,457 @@
+"""Training: fine-tune a pretrained backbone on an ImageFolder set and write a self-describing model bundle."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from classify import ClassifyError, __version__
+from classify import data as D
+from classify import models
+
+STRATEGIES = ("auto", "all", "partial", "none")
+SCHEDULES = ("cosine", "onecycle", "plateau")
+BUNDLE_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every training option; these defaults are the only defaults (the CLI reads them from here)."""
+    data: str = ""
+    out: str = "runs/latest"
+    model: str = "efficientnet_lite2"
+    weights: str | None = None           # local state dict / safetensors instead of hub or packaged weights
+    freeze: str = "auto"                 # auto | all (head only) | partial (last stages + head) | none
+    head: str = "linear"                 # linear | mlp
+    image_size: int = 0                  # 0: the backbone's own
+    epochs: int = 0                      # 0: by strategy (all 25, partial 12, none 15)
+    batch_size: int = 32
+    lr: float = 1e-3                     # head learning rate; backbone layers get lr * backbone_lr_scale
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 0.05
+    schedule: str = "cosine"             # cosine (with warmup) | onecycle | plateau
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    aug: float = 0.5                     # augmentation strength 0..1
+    views: int = 0                       # augmented views cached per image for frozen layers (0: by strategy)
+    patience: int = 5                    # early stopping: epochs without a better valid accuracy
+    seed: int = 0
+    valid_fraction: float = 0.2          # used only when DATA has no train/valid split
+    device: str = "auto"                 # auto | cpu | cuda
+    resume: bool = False
+    examples_per_class: int = 3
+    mlflow: str | None = None            # tracking URI ("" for the default ./mlruns)
+
+    def check(self) -> None:
+        if self.freeze not in STRATEGIES:
+            raise ClassifyError(f"--freeze must be one of {', '.join(STRATEGIES)}, not {self.freeze!r}")
+        if self.schedule not in SCHEDULES:
+            raise ClassifyError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if not 0 <= self.aug <= 1:
+            raise ClassifyError(f"--aug must be between 0 and 1, not {self.aug}")
+        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
+            raise ClassifyError("--batch-size must be >= 1, --epochs >= 0 and --lr > 0")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    history: list
+    skipped: tuple
+    class_counts: dict
+
+
+# -- strategy ---------------------------------------------------------------------------------------------------
+
+# Where "partial" cuts EfficientNet-shaped backbones: the frozen trunk is run once per cached view, the last
+# two stages, conv_head and head train on it. Chosen by measurement on food-dev (bench/train_cpu.py).
+PARTIAL_TAIL_BLOCKS = 2
+
+
+def resolve_strategy(config: RunConfig, device: torch.device, n_train: int) -> str:
+    """`auto`: full fine-tune where a GPU makes it fast; on a CPU train the last stages on cached trunk features,
+    which reaches nearly the accuracy of a full fine-tune in a fraction of the time (bench/train_cpu.py)."""
+    if config.freeze != "auto":
+        return config.freeze
+    if device.type == "cuda":
+        return "none"
+    return "partial" if n_train <= 50_000 else "all"
+
+
+def default_epochs(strategy: str) -> int:
+    return {"all": 25, "partial": 12, "none": 15}[strategy]
+
+
+def default_views(strategy: str, n_train: int, bytes_per_view: int) -> int:
+    """Augmented views to cache for frozen layers: 8, fewer when they would take over ~4 GB."""
+    if strategy == "none":
+        return 0
+    budget = 4 * 2**30
+    return int(max(1, min(8, budget // max(1, n_train * bytes_per_view))))
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
+def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] = lambda message: None) -> TrainResult:
+    """Train on `config.data`, write the bundle to `config.out`, return its metrics."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from classify.evaluate import metrics_from_probabilities, write_reports
+
+    config.check()
+    started = time.time()
+    D.tune_cpu_allocator()
+    out = Path(config.out)
+    if config.resume and not (out / "checkpoint.json").is_file():
+        raise ClassifyError(f"nothing to resume in {out}: no checkpoint.json")
+    layout = D.find_layout(config.data, seed=config.seed, valid_fraction=config.valid_fraction)
+    num_classes = len(layout.classes)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
+    device = accelerator.device
+    model, spec, extra = models.create(config.model, num_classes, head=config.head, weights=config.weights)
+    image_size = config.image_size or spec.image_size
+    cache_px = D.eval_size(image_size, spec.crop_pct)
+
+    train_cache = D.load_cache(layout.splits["train"], cache_px, progress=progress, desc="decode train")
+    valid_cache = D.load_cache(layout.splits["valid"], cache_px, progress=progress, desc="decode valid")
+    skipped = train_cache.skipped + valid_cache.skipped
+    for path, reason in skipped:
+        log(f"skipped {path}: {reason}")
+    counts = {name: (a, b) for name, a, b in zip(layout.classes, D.class_counts(train_cache.labels, num_classes),
+                                                  D.class_counts(valid_cache.labels, num_classes))}
+    empty = [name for name, (a, _) in counts.items() if a == 0]
+    if empty:
+        raise ClassifyError(f"class {empty[0]!r} has no readable training images; add some or remove the folder")
+    if len(valid_cache.labels) == 0:
+        raise ClassifyError("the valid split has no readable images")
+
+    strategy = resolve_strategy(config, device, len(train_cache.labels))
+    epochs = config.epochs or default_epochs(strategy)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = model.to(device).to(memory_format=torch.channels_last)
+
+    # What is trained, and on what inputs: pooled features (all), trunk feature maps (partial), pixels (none).
+    split_at = None
+    if strategy == "all":
+        frozen, trainable = model.backbone, model.head
+    elif strategy == "partial" and models.split_points(model.backbone):
+        split_at = models.split_points(model.backbone) - PARTIAL_TAIL_BLOCKS
+        frozen, tail = models.trunk_and_tail(model.backbone, split_at)
+        trainable = nn.Sequential(tail, model.head)
+    else:
+        frozen, trainable = None, model
+        if strategy == "partial":  # not splittable: freeze all but the last quarter of parameter tensors
+            params = list(model.backbone.parameters())
+            for p in params[: int(len(params) * 0.75)]:
+                p.requires_grad_(False)
+
+    # Small inference batches are fastest on a CPU (they stay in cache); the GPU wants large ones.
+    frozen_batch = 16 if device.type == "cpu" else 256
+
+    def frozen_inputs(cache, views, augment_strength, desc):
+        """Run the frozen part once per view; returns [views, N, ...] half-precision features on the CPU."""
+        frozen.eval()
+        outputs = []
+        with torch.inference_mode():
+            for view in range(views):
+                chunks = []
+                for start in tqdm(range(0, len(cache.labels), frozen_batch), desc=f"{desc} {view + 1}/{views}",
+                                  disable=not progress, leave=False):
+                    batch = cache.images[start:start + frozen_batch]
+                    pixels = (D.augment(batch, image_size, augment_strength, generator) if view > 0
+                              else D.center_crop(batch, image_size))
+                    x = D.normalize(pixels.to(device), spec.mean, spec.std)
+                    with accelerator.autocast():
+                        chunks.append(frozen(x).to("cpu", torch.float16))
+                outputs.append(torch.cat(chunks))
+        return torch.stack(outputs)
+
+    if frozen is not None:
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        probe = frozen_inputs(D.ImageCache(train_cache.images[:1], train_cache.labels[:1], (), ()), 1, 0, "probe")
+        views = config.views or default_views(strategy, len(train_cache.labels), probe[0, 0].numel() * 2)
+        log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
+        train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train")
+        valid_inputs = frozen_inputs(valid_cache, 1, 0, "cache valid")[0]
+    else:
+        views = 0
+        log(f"strategy {strategy}: full forward pass per step")
+
+    head_params = list(model.head.parameters())
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in trainable.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head_params, "lr": config.lr}]
+    if body_params:
+        groups.append({"params": body_params, "lr": config.lr * config.backbone_lr_scale})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_cache.labels) / config.batch_size / accelerator.num_processes)
+    scheduler = _scheduler(optimizer, config, epochs, steps_per_epoch)
+    trainable, optimizer = accelerator.prepare(trainable, optimizer)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    out.mkdir(parents=True, exist_ok=True)
+    history, best, start_epoch, best_state = [], {"accuracy": -1.0, "epoch": 0}, 0, None
+    if config.resume:
+        start_epoch, history, best, best_state = _load_checkpoint(out, model, optimizer, scheduler, generator)
+        log(f"resuming after epoch {start_epoch}")
+
+    def forward_valid():
+        trainable.eval()
+        probabilities = []
+        with torch.inference_mode():
+            for start in range(0, len(valid_cache.labels), 128):
+                if frozen is not None:
+                    x = valid_inputs[start:start + 128].to(device, torch.float32)
+                else:
+                    x = D.normalize(D.center_crop(valid_cache.images[start:start + 128], image_size).to(device),
+                                    spec.mean, spec.std)
+                with accelerator.autocast():
+                    probabilities.append(trainable(x).float().softmax(-1).cpu())
+        return torch.cat(probabilities)
+
+    # Each process takes its own shard of every epoch's permutation (accelerate launch on several GPUs).
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for epoch in range(start_epoch, epochs):
+        trainable.train()
+        if frozen is not None:
+            frozen.eval()
+        order = torch.randperm(len(train_cache.labels), generator=generator)[rank::world]
+        view_of = torch.randint(0, views, (len(train_cache.labels),), generator=generator) if views else None
+        seen, loss_sum, correct, tick = 0, 0.0, 0, time.time()
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not progress or not accelerator.is_main_process, leave=False)
+        for start in bar:
+            index = order[start:start + config.batch_size]
+            if len(index) < 2:  # BatchNorm cannot train on one sample
+                continue
+            labels = train_cache.labels[index].to(device)
+            if frozen is not None:
+                x = train_inputs[view_of[index], index].to(device, torch.float32)
+            else:
+                pixels = D.augment(train_cache.images[index].to(device), image_size, config.aug, generator)
+                x = D.normalize(pixels, spec.mean, spec.std)
+            with accelerator.autocast():
+                logits = trainable(x)
+                loss = loss_fn(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            if config.schedule != "plateau":
+                scheduler.step()
+            seen += len(index)
+            loss_sum += loss.item() * len(index)
+            correct += (logits.argmax(-1) == labels).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            img_s=f"{seen / (time.time() - tick):.0f}")
+        train_seconds = time.time() - tick
+        probabilities = forward_valid()
+        valid_loss = nn.functional.nll_loss(probabilities.clamp_min(1e-8).log(), valid_cache.labels).item()
+        valid_accuracy = (probabilities.argmax(-1) == valid_cache.labels).float().mean().item()
+        if config.schedule == "plateau":
+            scheduler.step(valid_loss)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+               "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(train_seconds, 2), "images_per_second": round(seen / max(train_seconds, 1e-9), 1)}
+        history.append(row)
+        log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
+            f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
+        if valid_accuracy > best["accuracy"]:
+            best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
+            best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        if accelerator.is_main_process:
+            _save_checkpoint(out, model, optimizer, scheduler, generator, epoch + 1, history, best, best_state)
+        if epoch + 1 - best["epoch"] >= config.patience:
+            log(f"early stop: no better valid accuracy for {config.patience} epochs")
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    probabilities = forward_valid()
+    metrics = metrics_from_probabilities(probabilities.numpy(), valid_cache.labels.numpy(), layout.classes)
+    wall = time.time() - started
+    metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
+                    "train_seconds": round(wall, 1), "strategy": strategy})
+
+    resolved = {
+        "architecture": config.model, "classes": list(layout.classes), "image_size": image_size,
+        "cache_size": cache_px, "crop_pct": spec.crop_pct, "mean": list(spec.mean), "std": list(spec.std),
+        "strategy": strategy, "epochs": epochs, "views": views, "split_at_block": split_at,
+        "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(), "device": str(device), **extra,
+    }
+    if accelerator.is_main_process:
+        write_bundle(out, model, config, resolved, metrics, history)
+        write_reports(out, metrics, layout.classes)
+        _write_examples(out, layout, config.examples_per_class)
+        for name in ("checkpoint.json", "checkpoint.safetensors"):
+            (out / name).unlink(missing_ok=True)
+        if config.mlflow is not None:
+            _log_mlflow(config, resolved, metrics, history, out)
+    return TrainResult(out, metrics, history, skipped, counts)
+
+
+def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):
+    total = max(1, epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, [g["lr"] for g in optimizer.param_groups], total_steps=total)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=max(1, config.patience // 2))
+    warmup = min(total // 2, int(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# -- bundle ----------------------------------------------------------------------------------------------------
+
+def write_bundle(out: Path, model: nn.Module, config: RunConfig, resolved: dict, metrics: dict, history: list) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({**asdict(config), **resolved}, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if history:
+        with open(out / "history.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+        _plot_curves(out / "curves.png", history)
+
+
+def _plot_curves(path: Path, history: list) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [r["train_loss"] for r in history], label="train")
+    left.plot(epochs, [r["valid_loss"] for r in history], label="valid")
+    left.set(title="loss", xlabel="epoch")
+    right.plot(epochs, [r["train_accuracy"] for r in history], label="train")
+    right.plot(epochs, [r["valid_accuracy"] for r in history], label="valid")
+    right.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
+    for axis in (left, right):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:
+    """A few images per class, small, so the demo needs nothing but the bundle."""
+    from PIL import Image
+
+    folder = out / "examples"
+    shutil.rmtree(folder, ignore_errors=True)
+    source = layout.splits.get("valid") or layout.splits["train"]
+    written = {}
+    for sample in source:
+        name = layout.classes[sample.label]
+        if written.get(name, 0) >= per_class:
+            continue
+        try:
+            image = Image.fromarray(D.decode(sample.path, 256))
+        except ClassifyError:
+            continue
+        (folder / _safe_name(name)).mkdir(parents=True, exist_ok=True)
+        image.save(folder / _safe_name(name) / f"{written.get(name, 0)}.jpg", quality=88)
+        written[name] = written.get(name, 0) + 1
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "_"
+
+
+def _versions() -> dict:
+    import timm
+    import torchvision
+    return {"platekit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "python": platform.python_version()}
+
+
+# -- checkpoint for --resume (safetensors + JSON: no pickle) ------------------------------------------------------
+
+def _save_checkpoint(out, model, optimizer, scheduler, generator, epoch, history, best, best_state):
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).cpu().contiguous()
+    tensors["rng"] = generator.get_state()
+    save_file(tensors, str(out / "checkpoint.safetensors.tmp"))
+    meta = {"epoch": epoch, "history": history, "best": best, "param_groups": optimizer_state["param_groups"],
+            "scheduler": {k: v for k, v in scheduler.state_dict().items() if isinstance(v, (int, float, list, type(None)))}}
+    (out / "checkpoint.json.tmp").write_text(json.dumps(meta))
+    os.replace(out / "checkpoint.safetensors.tmp", out / "checkpoint.safetensors")
+    os.replace(out / "checkpoint.json.tmp", out / "checkpoint.json")
+
+
+def _load_checkpoint(out, model, optimizer, scheduler, generator):
+    from safetensors.torch import load_file
+
+    meta = json.loads((out / "checkpoint.json").read_text())
+    tensors = load_file(str(out / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    state = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler_state = scheduler.state_dict()
+    scheduler_state.update(meta["scheduler"])
+    scheduler.load_state_dict(scheduler_state)
+    generator.set_state(tensors["rng"])
+    return meta["epoch"], meta["history"], meta["best"], best_state
+
+
+def _log_mlflow(config, resolved, metrics, history, out):
+    try:
+        import mlflow
+    except ImportError:
+        raise ClassifyError("--mlflow needs the mlflow package: pip install 'platekit[mlflow]'") from None
+    if config.mlflow:
+        mlflow.set_tracking_uri(config.mlflow)
+    with mlflow.start_run(run_name=Path(config.out).name):
+        mlflow.log_params({k: v for k, v in {**asdict(config), **resolved}.items()
+                           if isinstance(v, (int, float, str, bool)) or v is None})
+        for row in history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        mlflow.log_artifacts(str(out), artifact_path="bundle")
+
+
+def config_from_args(values: dict) -> RunConfig:
+    """Build a RunConfig from a mapping, ignoring keys it does not know (CLI namespaces carry more)."""
+    names = {f.name for f in fields(RunConfig)}
+    return replace(RunConfig(), **{k: v for k, v in values.items() if k in names and v is not None})

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny Pillow-made image sets, the real food-dev folder when present, one small trained bundle."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+FOOD_DEV = Path(os.environ.get("PLATEKIT_FOOD_DEV", ROOT.parent / "shared" / "data" / "food-dev"))
+
+# Three visually distinct classes: a model that learns anything scores far above chance on them.
+COLOURS = {"red_soup": (200, 40, 30), "green_salad": (40, 170, 60), "blue_cheese": (40, 60, 200)}
+
+
+def make_image(path: Path, colour, seed: int, size=(96, 80), fmt=None) -> Path:
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in colour))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.randint(0, size[0] - 10), rng.randint(0, size[1] - 10)
+        shade = tuple(rng.randint(0, 255) for _ in range(3))
+        draw.ellipse((x, y, x + rng.randint(5, 25), y + rng.randint(5, 25)), fill=shade)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def make_imagefolder(root: Path, per_class=(12, 4, 0), classes=COLOURS) -> Path:
+    """root/train|valid[|test]/<class>/*.jpg with `per_class` images per split."""
+    seed = 0
+    for split, count in zip(("train", "valid", "test"), per_class):
+        for name, colour in classes.items():
+            for i in range(count):
+                seed += 1
+                make_image(root / split / name / f"{i}.jpg", colour, seed)
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return make_imagefolder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_session(tmp_path_factory) -> Path:
+    return make_imagefolder(tmp_path_factory.mktemp("data"), per_class=(12, 4, 4))
+
+
+# Small and fast: lite0 at 64 px, head only. Used by evaluate/predict/export tests and by the demo tests.
+FAST = dict(model="efficientnet_lite0", freeze="all", image_size=64, epochs=3, views=1, patience=10, batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tiny_data_session, tmp_path_factory) -> Path:
+    from classify.train import RunConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(RunConfig(data=str(tiny_data_session), out=str(out), **FAST))
+    return out
+
+
+@pytest.fixture
+def food_dev() -> Path:
+    if not (FOOD_DEV / "train").is_dir():
+        pytest.skip(f"real food photos not found at {FOOD_DEV} (set PLATEKIT_FOOD_DEV)")
+    return FOOD_DEV
