@@ -145,7 +145,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     strategy = resolve_strategy(config, device, len(train_cache.labels))
     epochs = config.epochs or default_epochs(strategy)
     generator = torch.Generator().manual_seed(config.seed)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = model.to(device)
 
     # What is trained, and on what inputs: pooled features (all), trunk feature maps (partial), pixels (none).
     split_at = None
@@ -161,6 +161,14 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             params = list(model.backbone.parameters())
             for p in params[: int(len(params) * 0.75)]:
                 p.requires_grad_(False)
+
+    # channels_last makes convolutions ~2.5x faster, but on a CPU it slows BatchNorm in training mode (measured
+    # 30 vs 13 ms per layer): there it goes to the frozen, inference-only part alone.
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    elif frozen is not None:
+        frozen.to(memory_format=torch.channels_last)
+    train_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
     # Small inference batches are fastest on a CPU (they stay in cache); the GPU wants large ones.
     frozen_batch = 16 if device.type == "cpu" else 256
@@ -248,6 +256,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             else:
                 pixels = D.augment(train_cache.images[index].to(device), image_size, config.aug, generator)
                 x = D.normalize(pixels, spec.mean, spec.std)
+            x = x.contiguous(memory_format=train_format)
             with accelerator.autocast():
                 logits = trainable(x)
                 loss = loss_fn(logits.float(), labels)
@@ -271,13 +280,13 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
                "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(train_seconds, 2), "images_per_second": round(seen / max(train_seconds, 1e-9), 1)}
         history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
-            f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
         if valid_accuracy > best["accuracy"]:
             best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if accelerator.is_main_process:
             _save_checkpoint(out, model, optimizer, scheduler, generator, epoch + 1, history, best, best_state)
+        log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
+            f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
         if epoch + 1 - best["epoch"] >= config.patience:
             log(f"early stop: no better valid accuracy for {config.patience} epochs")
             break

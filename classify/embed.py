@@ -1,0 +1,42 @@
+"""Embeddings: pooled backbone features of images, for curation (near-duplicates, suspects) and analysis."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classify import data as D
+from classify import models
+
+
+class Embedder:
+    """A pretrained backbone without its head: `Embedder().embed_paths(paths)` → N x D unit-length features."""
+
+    def __init__(self, model: str = "efficientnet_lite0", image_size: int = 0, device: str = "cpu"):
+        classifier, self.spec, _ = models.create(model, num_classes=2)
+        self.image_size = image_size or self.spec.image_size
+        self.cache_size = D.eval_size(self.image_size, self.spec.crop_pct)
+        self.device = torch.device(device)
+        self.backbone = classifier.backbone.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.dimensions = classifier.num_features
+        self.model_name = model
+
+    def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+        """Decoded uint8 images (N x 3 x cache_size x cache_size) → N x D float32, L2-normalized."""
+        D.tune_cpu_allocator()
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(images_uint8), batch_size):
+                pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
+                features = self.backbone(D.normalize(pixels, self.spec.mean, self.spec.std)).float()
+                outputs.append(torch.nn.functional.normalize(features, dim=1).cpu())
+        if not outputs:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return torch.cat(outputs).numpy()
+
+    def embed_paths(self, paths, batch_size: int = 16, progress: bool = False) -> tuple[np.ndarray, list]:
+        """Embed image files; returns (features of the readable ones, in order; [(path, reason)] of the others)."""
+        samples = [D.Sample(Path(p), 0) for p in paths]
+        cache = D.load_cache(samples, self.cache_size, progress=progress, desc="embed")
+        return self.embed_images(cache.images, batch_size), list(cache.skipped)

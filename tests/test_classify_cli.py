@@ -1,0 +1,63 @@
+"""The classify command line: bad input gives one clear line on stderr and a non-zero exit, never a traceback."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_image, make_imagefolder
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "classify", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(result, expected):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_bad_training_inputs(tmp_path):
+    one = tmp_path / "one"
+    make_image(one / "train" / "pho" / "a.jpg", (1, 2, 3), 0)
+    make_image(one / "valid" / "pho" / "a.jpg", (1, 2, 3), 1)
+    assert_one_line_error(run("train", "--data", one, "--out", tmp_path / "o"), "at least 2")
+    nosplit = make_imagefolder(tmp_path / "nosplit", per_class=(2, 0, 0))
+    assert_one_line_error(run("train", "--data", nosplit, "--out", tmp_path / "o"), "no valid/ split")
+    assert_one_line_error(run("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "o"), "not found")
+    data = make_imagefolder(tmp_path / "d", per_class=(2, 1, 0))
+    (data / "train" / "empty").mkdir()
+    assert_one_line_error(run("train", "--data", data, "--out", tmp_path / "o"), "'empty' has no images")
+    (data / "train" / "empty").rmdir()
+    assert_one_line_error(run("train", "--data", data, "--out", tmp_path / "o", "--model", "bogus_net"),
+                          "unknown model 'bogus_net'")
+    assert_one_line_error(run("train", "--data", data, "--out", tmp_path / "o", "--freeze", "half"), "--freeze")
+    assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_bad_model_folder(tmp_path, trained_bundle):
+    (tmp_path / "empty_run").mkdir()
+    image = make_image(tmp_path / "a.jpg", (1, 2, 3), 0)
+    assert_one_line_error(run("predict", "--model", tmp_path / "empty_run", image), "missing config.json")
+    assert_one_line_error(run("evaluate", "--model", tmp_path / "nope", "--data", tmp_path), "not found")
+    result = run("predict", "--model", trained_bundle, tmp_path / "missing.jpg")
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "missing.jpg" in result.stderr
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "predict", "export", "compare"):
+        assert command in result.stdout
+
+
+def test_compare_sweep(tiny_data, tmp_path):
+    result = run("compare", "--data", tiny_data, "--model", "efficientnet_lite0", "--freeze", "all",
+                 "--image-size", "64", "--epochs", "1", "--views", "1", "--sweep", "head=linear,mlp",
+                 "--compare-out", tmp_path / "cmp")
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert rows[0].startswith("run,accuracy") and [r.split(",")[0] for r in rows[1:]] == ["head=linear", "head=mlp"]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000

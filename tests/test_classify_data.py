@@ -1,0 +1,95 @@
+"""classify.data: split discovery, decoding, the uint8 cache and tensor augmentation."""
+import pytest
+import torch
+
+from classify import ClassifyError
+from classify import data as D
+from conftest import COLOURS, make_image, make_imagefolder
+
+
+def test_layout_reads_train_valid_test(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=(5, 2, 1))
+    layout = D.find_layout(root)
+    assert layout.classes == tuple(sorted(COLOURS))
+    assert [len(layout.splits[s]) for s in ("train", "valid", "test")] == [15, 6, 3]
+    assert not layout.split_made
+
+
+def test_flat_folder_is_split_stratified_and_seeded(tmp_path):
+    for name, colour in COLOURS.items():
+        for i in range(10):
+            make_image(tmp_path / "flat" / name / f"{i}.png", colour, i, fmt="PNG")
+    a = D.find_layout(tmp_path / "flat", seed=1, valid_fraction=0.2)
+    b = D.find_layout(tmp_path / "flat", seed=1, valid_fraction=0.2)
+    c = D.find_layout(tmp_path / "flat", seed=2, valid_fraction=0.2)
+    assert a.split_made and a.splits == b.splits and a.splits != c.splits
+    per_class = [sum(1 for s in a.splits["valid"] if s.label == k) for k in range(3)]
+    assert per_class == [2, 2, 2]
+    assert not {s.path for s in a.splits["valid"]} & {s.path for s in a.splits["train"]}
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("one_class", "at least 2"),
+    ("empty_class", "has no images"),
+    ("missing_valid", "no valid/ split"),
+    ("missing_folder", "not found"),
+])
+def test_layout_errors(tmp_path, problem, message):
+    root = tmp_path / "d"
+    if problem == "one_class":
+        make_image(root / "train" / "only" / "a.jpg", (1, 2, 3), 0)
+        make_image(root / "valid" / "only" / "a.jpg", (1, 2, 3), 1)
+    elif problem == "empty_class":
+        make_imagefolder(root, per_class=(2, 1, 0))
+        (root / "train" / "empty_pho").mkdir()
+    elif problem == "missing_valid":
+        make_imagefolder(root, per_class=(2, 0, 0))
+    with pytest.raises(ClassifyError, match=message):
+        D.find_layout(root)
+
+
+def test_decode_resizes_short_side_and_centres(tmp_path):
+    path = make_image(tmp_path / "wide.png", (10, 200, 30), 0, size=(200, 100), fmt="PNG")
+    array = D.decode(path, 50)
+    assert array.shape == (50, 50, 3) and array.dtype.name == "uint8"
+
+
+@pytest.mark.parametrize("content", [b"", b"<html>not an image</html>", None])
+def test_decode_rejects_non_images(tmp_path, content):
+    path = tmp_path / "bad.jpg"
+    if content is None:  # a real JPEG cut in half
+        good = make_image(tmp_path / "good.jpg", (100, 100, 100), 0, size=(300, 300))
+        content = good.read_bytes()[: good.stat().st_size // 3]
+    path.write_bytes(content)
+    with pytest.raises(ClassifyError, match="unreadable"):
+        D.decode(path, 32)
+
+
+def test_cache_skips_and_lists_corrupt_files(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=(3, 1, 0))
+    broken = root / "train" / "red_soup" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 garbage")
+    layout = D.find_layout(root)
+    cache = D.load_cache(layout.splits["train"], 40)
+    assert cache.images.shape == (9, 3, 40, 40)
+    assert [p for p, _ in cache.skipped] == [broken]
+    assert D.class_counts(cache.labels, 3) == [3, 3, 3]
+
+
+def test_augment_shapes_range_and_determinism():
+    batch = torch.randint(0, 256, (6, 3, 48, 48), dtype=torch.uint8)
+    a = D.augment(batch, 40, 1.0, torch.Generator().manual_seed(3))
+    b = D.augment(batch, 40, 1.0, torch.Generator().manual_seed(3))
+    assert a.shape == (6, 3, 40, 40) and a.min() >= 0 and a.max() <= 255
+    assert torch.equal(a, b)
+    assert not torch.equal(a, D.augment(batch, 40, 1.0, torch.Generator().manual_seed(4)))
+    centre = D.augment(batch, 40, 0.0, torch.Generator())
+    assert torch.equal(centre, batch[..., 4:44, 4:44].float())
+
+
+def test_augment_flip_only_mirrors():
+    # With a full-image crop (area 1, ratio 1) and no jitter, a flip is an exact mirror of the image.
+    batch = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8).to(torch.uint8)
+    outs = {tuple(D.augment(batch[:1], 8, 1e-9, torch.Generator().manual_seed(s))[0, 0, 0].tolist()) for s in range(8)}
+    row = batch[0, 0, 0].float()
+    assert outs <= {tuple(row.tolist()), tuple(row.flip(0).tolist())} and len(outs) == 2

@@ -1,0 +1,57 @@
+"""classify.evaluate: the metrics, against values worked out by hand, and the evaluate command."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from classify.evaluate import metrics_from_probabilities, resolve_split
+
+
+def test_metrics_by_hand():
+    # 3 classes; labels 0,0,1,2. Ranks of the true class: 1, 3, 2, 1.
+    probabilities = np.array([[0.7, 0.2, 0.1],
+                              [0.1, 0.5, 0.4],
+                              [0.6, 0.3, 0.1],
+                              [0.1, 0.2, 0.7]])
+    labels = np.array([0, 0, 1, 2])
+    m = metrics_from_probabilities(probabilities, labels, ["a", "b", "c"])
+    assert m["accuracy"] == 0.5
+    assert m["n"] == 4
+    # Average position: class a (1+3)/2 = 2, b 2, c 1 → mean 5/3, not the per-image mean 7/4.
+    assert m["average_position"] == pytest.approx(5 / 3, abs=1e-4)
+    assert m["per_class"]["a"]["recall"] == 0.5 and m["per_class"]["a"]["precision"] == 0.5
+    assert m["per_class"]["b"]["precision"] == 0.0
+    assert m["confusion_matrix"] == [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
+    assert m["top5"] == 1.0  # 3 classes: top-5 is top-3
+    # macro F1: a 0.5, b 0, c 1 → 0.5
+    assert m["macro_f1"] == pytest.approx(0.5)
+
+
+def test_perfect_predictions_give_position_one():
+    probabilities = np.eye(4)[[0, 1, 2, 3, 3]]
+    m = metrics_from_probabilities(probabilities, np.array([0, 1, 2, 3, 3]), list("abcd"))
+    assert m["accuracy"] == 1.0 and m["average_position"] == 1.0 and m["macro_f1"] == 1.0
+
+
+def test_resolve_split_prefers_test(tmp_path):
+    for split in ("train", "valid", "test"):
+        (tmp_path / split / "x").mkdir(parents=True)
+    assert resolve_split(tmp_path) == tmp_path / "test"
+    (tmp_path / "test" / "x").rmdir()
+    (tmp_path / "test").rmdir()
+    assert resolve_split(tmp_path) == tmp_path / "valid"
+
+
+def test_evaluate_cli_json(trained_bundle, tiny_data_session, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "classify", "evaluate", "--model", str(trained_bundle),
+                          "--data", str(tiny_data_session), "--json", "--out", str(tmp_path / "ev")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["n"] == 12 and result["split"].endswith("test")
+    assert result["accuracy"] >= 0.75  # three colour classes: chance is 0.33
+    assert {"accuracy", "top5", "average_position", "per_class"} <= set(result)
+    assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
+    assert (tmp_path / "ev" / "per_class.csv").read_text().count("\n") == 4

@@ -1,0 +1,80 @@
+"""classify.predict and classify.export: the Python API, bundles missing files, ONNX and TorchScript agreement."""
+import json
+import subprocess
+import sys
+
+import onnxruntime
+import pytest
+
+import classify
+from classify import ClassifyError
+from classify.export import export
+
+
+def test_predict_api(trained_bundle, tiny_data_session):
+    predictor = classify.load(trained_bundle)
+    image = next((tiny_data_session / "test" / "green_salad").glob("*.jpg"))
+    top = predictor.predict(image, k=5)
+    assert len(top) == 3  # k is capped by the number of classes
+    assert top[0][0] == "green_salad"
+    assert abs(sum(p for _, p in top) - 1) < 1e-4
+    assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+    from PIL import Image
+    assert predictor.predict(Image.open(image), k=1)[0][0] == "green_salad"
+    many = predictor.predict_many([image, image], k=2)
+    assert len(many) == 2 and many[0] == many[1]
+
+
+def test_predict_rejects_non_image(trained_bundle, tmp_path):
+    (tmp_path / "x.jpg").write_text("hello")
+    with pytest.raises(ClassifyError, match="unreadable"):
+        classify.load(trained_bundle).predict(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("remove", ["config.json", "model.safetensors"])
+def test_bundle_missing_files(trained_bundle, tmp_path, remove):
+    import shutil
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    (copy / remove).unlink()
+    with pytest.raises(ClassifyError, match=f"missing {remove}"):
+        classify.load(copy)
+
+
+def test_bundle_with_damaged_weights(trained_bundle, tmp_path):
+    import shutil
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    (copy / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ClassifyError, match="does not fit"):
+        classify.load(copy)
+
+
+def test_predict_cli_json(trained_bundle, tiny_data_session, tmp_path):
+    images = sorted((tiny_data_session / "test" / "red_soup").glob("*.jpg"))[:2]
+    run = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle), "--top-k", "2",
+                          "--json", *map(str, images)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [len(line["predictions"]) for line in lines] == [2, 2]
+    assert all(line["predictions"][0]["label"] == "red_soup" for line in lines)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_agrees_with_pytorch(trained_bundle, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    report = export(trained_bundle, fmt, out)
+    assert out.stat().st_size > 100_000
+    assert report.n_images == 9 and report.max_abs_difference < 1e-4
+    sidecar = json.loads((tmp_path / f"model.{fmt}.json").read_text())
+    assert sidecar["classes"] == classify.load(trained_bundle).classes
+    if fmt == "onnx":  # the file stands alone: run it with onnxruntime and compare with the Python API
+        import numpy as np
+        import torch
+        from classify import data as D
+        predictor = classify.load(trained_bundle)
+        image = next((trained_bundle / "examples" / "red_soup").glob("*.jpg"))
+        x = D.normalize(D.center_crop(predictor.preprocess(image).unsqueeze(0), 64), sidecar["mean"], sidecar["std"])
+        logits = onnxruntime.InferenceSession(str(out)).run(None, {"pixels": x.contiguous().numpy()})[0]
+        probabilities = torch.from_numpy(logits).softmax(-1)[0].numpy()
+        assert sidecar["classes"][int(np.argmax(probabilities))] == predictor.predict(image, k=1)[0][0]

@@ -1,0 +1,113 @@
+"""classify.train: strategies, the bundle it writes, resume, and real training on food-dev."""
+import csv
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from classify import ClassifyError
+from classify.train import RunConfig, train
+from conftest import FAST, make_imagefolder
+
+BUNDLE = ("config.json", "model.safetensors", "metrics.json", "history.csv", "curves.png", "confusion_matrix.png",
+          "confusion_matrix.csv", "per_class.csv")
+
+
+def test_bundle_contents(trained_bundle, tiny_data_session):
+    for name in BUNDLE:
+        assert (trained_bundle / name).stat().st_size > 0, name
+    config = json.loads((trained_bundle / "config.json").read_text())
+    assert config["classes"] == ["blue_cheese", "green_salad", "red_soup"]
+    assert config["architecture"] == "efficientnet_lite0" and config["image_size"] == 64
+    assert config["strategy"] == "all" and config["mean"] == [0.5, 0.5, 0.5]
+    assert {"torch", "timm", "platekit"} <= set(config["versions"])
+    assert config["lr"] == FAST["lr"] and config["label_smoothing"] == RunConfig.label_smoothing
+    metrics = json.loads((trained_bundle / "metrics.json").read_text())
+    assert metrics["n"] == 12 and metrics["accuracy"] >= 0.75
+    with open(trained_bundle / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    examples = sorted(p.parent.name for p in (trained_bundle / "examples").rglob("*.jpg"))
+    assert examples == ["blue_cheese"] * 3 + ["green_salad"] * 3 + ["red_soup"] * 3
+    assert not (trained_bundle / "checkpoint.json").exists()
+    assert not list(trained_bundle.glob("*.pt")) and not list(trained_bundle.glob("*.pth"))  # no pickle
+
+
+@pytest.mark.parametrize("freeze", ["partial", "none"])
+def test_other_strategies_learn(tiny_data, tmp_path, freeze):
+    config = RunConfig(data=str(tiny_data), out=str(tmp_path / freeze),
+                       **{**FAST, "freeze": freeze, "epochs": 4, "lr": 3e-3, "backbone_lr_scale": 0.3})
+    result = train(config)
+    assert result.metrics["strategy"] == freeze
+    assert result.metrics["accuracy"] >= 0.75
+    state = load_file(str(tmp_path / freeze / "model.safetensors"))
+    assert any(k.startswith("backbone.blocks") for k in state)
+
+
+def test_mlp_head_and_plateau_schedule(tiny_data, tmp_path):
+    result = train(RunConfig(data=str(tiny_data), out=str(tmp_path / "m"),
+                             **{**FAST, "head": "mlp", "schedule": "plateau", "epochs": 2}))
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["head"] == "mlp"
+    assert len(result.history) == 2
+
+
+def test_resume_continues_after_interruption(tiny_data, tmp_path):
+    with pytest.raises(ClassifyError, match="nothing to resume"):
+        train(RunConfig(data=str(tiny_data), out=str(tmp_path / "empty"), resume=True, **FAST))
+
+    # A real interruption: stop the run from its log callback after epoch 2 of 4, then resume it.
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(message):
+        if message.startswith("epoch 2/4"):
+            raise Stop
+
+    out = tmp_path / "r"
+    config = RunConfig(data=str(tiny_data), out=str(out), **{**FAST, "epochs": 4})
+    with pytest.raises(Stop):
+        train(config, log=stop_after_two)
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 2
+    resumed = train(RunConfig(**{**config.__dict__, "resume": True}))
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    assert not (out / "checkpoint.json").exists()
+
+
+def test_corrupt_training_image_is_skipped(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=(6, 2, 0))
+    (root / "train" / "red_soup" / "broken.jpg").write_bytes(b"<html>")
+    messages = []
+    result = train(RunConfig(data=str(root), out=str(tmp_path / "o"), **{**FAST, "epochs": 1}), log=messages.append)
+    assert [p.name for p, _ in result.skipped] == ["broken.jpg"]
+    assert any("broken.jpg" in m for m in messages)
+    assert result.class_counts["red_soup"] == (6, 2)
+
+
+def test_class_with_only_unreadable_images(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=(4, 1, 0))
+    (root / "train" / "grey_pho").mkdir()
+    (root / "train" / "grey_pho" / "a.jpg").write_bytes(b"nope")
+    with pytest.raises(ClassifyError, match="'grey_pho' has no readable training images"):
+        train(RunConfig(data=str(root), out=str(tmp_path / "o"), **FAST))
+
+
+def test_bad_options():
+    with pytest.raises(ClassifyError, match="--freeze"):
+        RunConfig(freeze="some").check()
+    with pytest.raises(ClassifyError, match="--aug"):
+        RunConfig(aug=2).check()
+
+
+@pytest.mark.slow
+def test_default_backbone_learns_real_food(food_dev, tmp_path):
+    """The real thing, briefly: the default backbone on 4 food-dev classes, 30 images each, must beat chance by far."""
+    subset = tmp_path / "food"
+    classes = sorted(p.name for p in (food_dev / "train").iterdir())[:4]
+    for split, count in (("train", 30), ("valid", 12)):
+        for name in classes:
+            (subset / split / name).mkdir(parents=True)
+            for path in sorted((food_dev / split / name).glob("*.jpg"))[:count]:
+                (subset / split / name / path.name).symlink_to(path)
+    result = train(RunConfig(data=str(subset), out=str(tmp_path / "run"), freeze="all", views=2, epochs=10))
+    assert result.metrics["accuracy"] >= 0.6  # chance is 0.25
+    assert result.metrics["average_position"] < 1.6
