@@ -449,8 +449,11 @@ def _log_mlflow(config, resolved, metrics, history, out):
         import mlflow
     except ImportError:
         raise ClassifyError("--mlflow needs the mlflow package: pip install 'platekit[mlflow]'") from None
-    if config.mlflow:
-        mlflow.set_tracking_uri(config.mlflow)
+    uri = config.mlflow or "./mlruns"
+    if "://" not in uri or uri.startswith("file:"):
+        # MLflow 3 gates its local file store behind this switch; a folder of runs is what --mlflow PATH asks for.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_name=Path(config.out).name):
         mlflow.log_params({k: v for k, v in {**asdict(config), **resolved}.items()
                            if isinstance(v, (int, float, str, bool)) or v is None})

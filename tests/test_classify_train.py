@@ -111,3 +111,19 @@ def test_default_backbone_learns_real_food(food_dev, tmp_path):
     result = train(RunConfig(data=str(subset), out=str(tmp_path / "run"), freeze="all", views=2, epochs=10))
     assert result.metrics["accuracy"] >= 0.6  # chance is 0.25
     assert result.metrics["average_position"] < 1.6
+
+
+def test_mlflow_logs_to_a_local_file_store(tiny_data, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    store = tmp_path / "mlruns"
+    train(RunConfig(data=str(tiny_data), out=str(tmp_path / "run"), mlflow=str(store), **{**FAST, "epochs": 2}))
+    mlflow.set_tracking_uri(str(store))
+    runs = mlflow.search_runs(experiment_ids=["0"])
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["params.architecture"] == "efficientnet_lite0" and run["params.strategy"] == "all"
+    assert 0 <= run["metrics.accuracy"] <= 1
+    history = mlflow.tracking.MlflowClient().get_metric_history(run["run_id"], "valid_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run["run_id"], "bundle")]
+    assert "bundle/model.safetensors" in artifacts and "bundle/config.json" in artifacts
