@@ -102,6 +102,19 @@ def cmd_export(args, ws) -> int:
     return 0
 
 
+def cmd_review(args, ws) -> int:
+    from curate.review import launch
+
+    auth = None
+    if args.auth is not None:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise CurateError(f"--auth wants USER:PASS, got {args.auth!r}")
+        auth = (user, password)
+    launch(ws.root, host=args.host, port=args.port, share=args.share, auth=auth, open_browser=not args.no_browser)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from curate.workspace import STATUSES  # noqa: F401  (keeps import errors out of --help)
 
@@ -162,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-flag", action="append", help="leave out images with this quality flag (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("review", help="open the review-and-crop UI in the browser")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
+    p.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser (servers)")
+    p.set_defaults(func=cmd_review)
     return parser
 
 

@@ -510,3 +510,21 @@ def _to_db(column: str, value):
     if column == "crop":
         return None if value is None else ",".join(str(int(v)) for v in value)
     return value
+
+
+# -- read-only queries for views with their own ordering and paging (curate/review.py) ----------------
+def select_images(ws: Workspace, where: str = "1", params: Sequence = (), order_by: str = "id",
+                  limit: int = -1, offset: int = 0) -> list[ImageRecord]:
+    """Images matching an SQL condition on the images table, in `order_by` order, one page at a time.
+
+    `where` and `order_by` are SQL written by the caller (never user text); values go in `params`.
+    """
+    sql = f"SELECT {_COLUMNS} FROM images WHERE {where} ORDER BY {order_by} LIMIT ? OFFSET ?"
+    return [_row_to_record(r) for r in ws._query(sql, (*params, limit, offset))]
+
+
+def read_rows(ws: Workspace, sql: str, params: Sequence = ()) -> list[tuple]:
+    """Rows of one read-only statement (SELECT / WITH / PRAGMA table_info) on the manifest."""
+    if not re.match(r"\s*(SELECT|WITH|PRAGMA\s+table_info)\b", sql, re.IGNORECASE):
+        raise CurateError("read_rows runs read-only statements only")
+    return ws._query(sql, params)

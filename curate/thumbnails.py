@@ -1,0 +1,79 @@
+"""Small copies of workspace images for the review UI: made once per image, cached under WORKSPACE/thumbnails/."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from curate.images import InvalidImage, open_image
+from curate.workspace import ImageRecord, Workspace
+
+THUMBNAILS_DIR = "thumbnails"
+GRID_PX = 160  # grid cells are 150 px wide
+VIEW_PX = 1024  # the single-image view is at most ~900 px wide on a laptop screen
+# Originals a browser shows as they are; any other format (TIFF, BMP) or a bigger original gets a cached copy.
+BROWSER_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
+EXIF_ORIENTATION = 0x0112
+
+
+def cached_copy(ws: Workspace, record: ImageRecord, size_px: int) -> Path | None:
+    """A JPEG of `record` at most `size_px` on its longer side, upright; made on first use. None if undecodable.
+
+    Named by content hash and size, so a copy is never stale and is shared by identical files.
+    """
+    path = ws.root / THUMBNAILS_DIR / str(size_px) / f"{record.sha256[:24]}.jpg"
+    if path.exists():
+        return path
+    try:
+        image = open_image(ws.abspath(record), mode="RGB", draft_size=(size_px, size_px))
+    except (InvalidImage, OSError):
+        return None
+    image.thumbnail((size_px, size_px), Image.Resampling.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # write then rename: two requests making the same copy never leave a half-written file behind
+    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+    image.save(tmp, "JPEG", quality=85)
+    os.replace(tmp, path)
+    return path
+
+
+def shown_as_is(record: ImageRecord) -> bool:
+    """Whether the single-image view shows the original file (a browser format, not much bigger than the view)."""
+    return record.format in BROWSER_FORMATS and max(record.width, record.height) <= VIEW_PX * 3 // 2
+
+
+def view_file(ws: Workspace, record: ImageRecord, make: bool = True) -> Path | None:
+    """The file to show large: the original when a browser can show it as is, else a cached copy.
+
+    With make=False, None when the copy is not made yet (for prefetching without waiting).
+    """
+    if shown_as_is(record):
+        return ws.abspath(record)
+    path = ws.root / THUMBNAILS_DIR / str(VIEW_PX) / f"{record.sha256[:24]}.jpg"
+    if path.exists() or not make:
+        return path if path.exists() else None
+    return cached_copy(ws, record, VIEW_PX)
+
+
+def upright_size(ws: Workspace, record: ImageRecord) -> tuple[int, int]:
+    """(width, height) as shown: EXIF orientations 5-8 swap the sides (browsers and export both apply them)."""
+    try:
+        with Image.open(ws.abspath(record)) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except OSError:
+        orientation = 1
+    return (record.height, record.width) if orientation in (5, 6, 7, 8) else (record.width, record.height)
+
+
+def make_thumbnails(ws: Workspace, records: list[ImageRecord], size_px: int = GRID_PX, progress: bool = False) -> int:
+    """Make the missing grid thumbnails of `records`; returns how many were made."""
+    from tqdm import tqdm
+
+    made = 0
+    for record in tqdm(records, desc="thumbnails", unit="img", disable=not progress):
+        path = ws.root / THUMBNAILS_DIR / str(size_px) / f"{record.sha256[:24]}.jpg"
+        if not path.exists() and cached_copy(ws, record, size_px) is not None:
+            made += 1
+    return made
