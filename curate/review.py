@@ -662,7 +662,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         filters = [category, status, flag, sort, image_id, page]
         outputs = [category, progress, view_html, meta, crop_preview, grid, page_label, image_id, page, message,
                    crop_box, relabel_to]
-        fast = dict(show_progress="hidden")
+        fast = dict(show_progress="hidden", queue=False)
 
         def on(fn, *extra):
             """A handler over the filter inputs (+ more inputs), with fixed extra arguments after them."""
