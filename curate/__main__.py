@@ -115,6 +115,42 @@ def cmd_review(args, ws) -> int:
     return 0
 
 
+def cmd_accept(args, ws) -> int:
+    from curate.quality import BLOCKING_FLAGS, accept_passing
+
+    blocking = () if args.all_flags_ok else tuple(args.exclude_flag) if args.exclude_flag else BLOCKING_FLAGS
+    report = accept_passing(ws, category=args.category, exclude_flags=blocking)
+    names = sorted(set(report.accepted) | set(report.held), key=list(ws.categories()).index)
+    rows = [[cat, report.accepted.get(cat, 0), ", ".join(f"{f} {n}" for f, n in sorted(report.held.get(cat, {}).items())) or "-"]
+            for cat in names]
+    if rows:
+        print(_table(["category", "accepted", "left pending (flag)"], rows))
+    held = sum(sum(h.values()) for h in report.held.values())
+    print(f"accepted {sum(report.accepted.values())} pending images; blocking flags: {', '.join(blocking) or 'none'}"
+          + (f"; {held} left pending for review" if held else ""))
+    return 0
+
+
+def cmd_suspects(args, ws) -> int:
+    from curate.suspects import SuspectsConfig, find_suspects
+
+    if args.top is not None and args.top < 1:
+        raise CurateError(f"--top must be at least 1, got {args.top}")
+    report = find_suspects(ws, SuspectsConfig(model=args.model), progress=not args.json)
+    shown = report.suspects[:args.top] if args.top else report.suspects
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([{"rank": k, **asdict(s)} for k, s in enumerate(shown, 1)], indent=2, ensure_ascii=False))
+        return 0
+    rows = [[k, f"{s.score:.3f}", s.category, s.suggested_label or "-", s.reason, s.origin] for k, s in enumerate(shown, 1)]
+    if rows:
+        print(_table(["rank", "score", "category", "suggested", "reason", "origin"], rows))
+    agreement = "" if report.probe_accuracy is None else f"; probe agrees with {report.probe_accuracy:.1%} of labels"
+    print(f"{len(report.suspects)} images scored ({report.embedded} embedded, {report.cached} from cache){agreement}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from curate.workspace import STATUSES  # noqa: F401  (keeps import errors out of --help)
 
@@ -183,6 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (servers)")
     p.set_defaults(func=cmd_review)
+
+    from curate.quality import BLOCKING_FLAGS, FLAGS
+    from curate.suspects import SuspectsConfig
+
+    p = sub.add_parser("accept", help="accept pending images that passed the automatic checks (not duplicate, no blocking flag)")
+    p.add_argument("--category", help="only this category")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--exclude-flag", action="append", choices=FLAGS, metavar="FLAG",
+                       help=f"leave images with this flag pending (repeatable; default: {', '.join(BLOCKING_FLAGS)})")
+    which.add_argument("--all-flags-ok", action="store_true", help="accept whatever flags an image has")
+    p.set_defaults(func=cmd_accept)
+
+    p = sub.add_parser("suspects", help="rank pending/accepted images by how likely they are wrong (stored for review)")
+    p.add_argument("--top", type=int, metavar="K", help="print only the K most suspicious")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--model", default=SuspectsConfig.model, help=f"embedding backbone (default {SuspectsConfig.model})")
+    p.set_defaults(func=cmd_suspects)
     return parser
 
 

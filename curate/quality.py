@@ -1,4 +1,4 @@
-"""Quality flags for one image: unreadable, too small, extreme aspect, blurry, dark, bright, near-blank, grayscale."""
+"""Quality flags for one image (unreadable, too small, extreme aspect, blurry, dark, bright, near-blank, grayscale), and accepting what passes them."""
 from __future__ import annotations
 
 import io
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from curate import CurateError
 from curate.images import InvalidImage, open_image
 
 FLAGS = ("unreadable", "too_small", "extreme_aspect", "blurry", "dark", "bright", "near_blank", "grayscale")
@@ -95,3 +96,41 @@ def check(ws, config: QualityConfig = QualityConfig(), progress: bool = False) -
         for f in flags:
             counts[f] += 1
     return counts
+
+
+# Flags that stop `accept` by default: the image cannot be used for training as it is. The others (blurry, dark,
+# bright, grayscale, extreme_aspect) describe photos that are often still right; the reviewer decides about them.
+BLOCKING_FLAGS = ("unreadable", "too_small", "near_blank")
+
+
+@dataclass(frozen=True)
+class AcceptReport:
+    accepted: dict[str, int]  # category -> images accepted now
+    held: dict[str, dict[str, int]]  # category -> blocking flag -> pending images left pending for it
+
+
+def accept_passing(ws, category: str | None = None, exclude_flags=BLOCKING_FLAGS) -> AcceptReport:
+    """Accept every pending image without a flag in `exclude_flags` (duplicates are not pending, so never accepted).
+
+    Each acceptance is an ordinary logged decision (undo takes them back one by one); all are written in one
+    transaction.
+    """
+    unknown = sorted(set(exclude_flags) - set(FLAGS))
+    if unknown:
+        raise CurateError(f"unknown quality flag {unknown[0]!r}; use one of {', '.join(FLAGS)}")
+    if category is not None:
+        ws.folder_of(category)  # unknown category: a clear error instead of accepting nothing
+    blocking = set(exclude_flags)
+    accepted: dict[str, int] = {}
+    held: dict[str, dict[str, int]] = {}
+    with ws.transaction():
+        for record in ws.list_images(category=category, status="pending"):
+            stops = [f for f in record.flags if f in blocking]
+            if stops:
+                for flag in stops:
+                    held.setdefault(record.category, {}).setdefault(flag, 0)
+                    held[record.category][flag] += 1
+                continue
+            ws.set_status(record.id, "accepted")
+            accepted[record.category] = accepted.get(record.category, 0) + 1
+    return AcceptReport(accepted, held)

@@ -35,7 +35,7 @@ from curate import CurateError
 MANIFEST = "manifest.sqlite"
 IMAGES_DIR = "images"
 STATUSES = ("pending", "accepted", "rejected", "duplicate")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migration N brings the schema from version N-1 to N; append, never edit a released one.
 MIGRATIONS: dict[int, str] = {
@@ -84,6 +84,19 @@ MIGRATIONS: dict[int, str] = {
         undone INTEGER NOT NULL DEFAULT 0
     );
     """,
+    2: """
+    ALTER TABLE images ADD COLUMN suspicion REAL;           -- 0..1 from `curate suspects`, NULL until scored
+    ALTER TABLE images ADD COLUMN suggested_label TEXT;     -- the category the probe thinks it shows
+    ALTER TABLE images ADD COLUMN suspicion_reason TEXT;    -- "looks like baklava (0.91)", "far from its class"
+    CREATE INDEX images_suspicion ON images(suspicion);
+    CREATE TABLE embeddings (              -- backbone features, cached for suspects
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        model TEXT NOT NULL,
+        content TEXT NOT NULL,             -- sha256 and crop of what was embedded (a new crop invalidates it)
+        vector BLOB NOT NULL,              -- float32, L2-normalized
+        PRIMARY KEY (image_id, model)
+    )
+    """,
 }
 
 _RESERVED_FOLDERS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -111,6 +124,9 @@ class ImageRecord:
     duplicate_of: int | None
     created_at: str
     updated_at: str
+    suspicion: float | None = None  # 0..1, higher = more likely wrong; None until `curate suspects` ran
+    suggested_label: str | None = None
+    suspicion_reason: str | None = None
 
     @property
     def pixels(self) -> int:
@@ -483,6 +499,22 @@ class Workspace:
         with self.transaction() as db:
             db.executemany("UPDATE images SET status = 'duplicate', duplicate_of = ?, updated_at = ? WHERE id = ?",
                            [(keep, stamp, i) for i, keep in pairs.items()])
+
+    def set_suspicion(self, values: dict[int, tuple[float | None, str | None, str | None]]) -> None:
+        """Store (score, suggested label, reason) per image id; every image not in `values` is cleared."""
+        with self.transaction() as db:
+            db.execute("UPDATE images SET suspicion = NULL, suggested_label = NULL, suspicion_reason = NULL")
+            db.executemany("UPDATE images SET suspicion = ?, suggested_label = ?, suspicion_reason = ? WHERE id = ?",
+                           [(score, label, reason, i) for i, (score, label, reason) in values.items()])
+
+    def embeddings(self, model: str) -> dict[int, tuple[str, bytes]]:
+        """Cached embeddings for `model`: image id → (content key, float32 bytes)."""
+        return {i: (c, v) for i, c, v in self._query("SELECT image_id, content, vector FROM embeddings WHERE model = ?", (model,))}
+
+    def set_embeddings(self, model: str, values: dict[int, tuple[str, bytes]]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
+                           [(i, model, c, v) for i, (c, v) in values.items()])
 
     # -- integrity ---------------------------------------------------------------------------
     def integrity_problems(self, check_hashes: bool = False) -> list[str]:

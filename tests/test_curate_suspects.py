@@ -1,0 +1,200 @@
+"""Tests for curate.suspects (suspicion ranking, embedding cache, stored scores) and the `accept` / `suspects` commands."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from conftest import COLOURS, make_image
+from curate import CurateError
+from curate.__main__ import main
+from curate.quality import BLOCKING_FLAGS, accept_passing, flags_for_file
+from curate.suspects import find_suspects, list_by_suspicion, near_duplicate_pairs
+from curate.workspace import Workspace
+
+
+def add(ws, path, category, flags=None):
+    return ws.add_image(path.read_bytes(), category, source="import", source_url=str(path),
+                        flags=flags_for_file(path) if flags is None else flags)
+
+
+def text_image(path):
+    image = Image.new("RGB", (200, 160), (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    for row in range(5):
+        draw.text((8, 8 + row * 30), "invoice total login", fill=(0, 0, 0), font=ImageFont.load_default(size=20))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """10 images per colour class, one red image labelled green_salad, one text image labelled blue_cheese."""
+    root = tmp_path_factory.mktemp("suspects")
+    src = root / "src"
+    with Workspace(root / "ws") as ws:
+        seed = 0
+        for name, colour in COLOURS.items():
+            for i in range(10):
+                seed += 1
+                add(ws, make_image(src / name / f"{i}.jpg", colour, seed, size=(160, 160)), name)
+        wrong = add(ws, make_image(src / "wrong.jpg", COLOURS["red_soup"], 999, size=(160, 160)), "green_salad")
+        off = add(ws, text_image(src / "text.png"), "blue_cheese")
+        report = find_suspects(ws)
+    return root / "ws", report, wrong.id, off.id
+
+
+def test_mislabeled_and_off_topic_rank_first(scored):
+    ws_root, report, wrong, off = scored
+    assert len(report.suspects) == 32 and report.embedded == 32 and report.cached == 0
+    top = [s.image_id for s in report.suspects[:2]]
+    assert set(top) == {wrong, off}
+    by_id = {s.image_id: s for s in report.suspects}
+    assert by_id[wrong].suggested_label == "red_soup"
+    assert "looks like red_soup" in by_id[wrong].reason
+    assert "far from" in by_id[off].reason
+    assert by_id[wrong].label_probability < 0.5
+    scores = [s.score for s in report.suspects]
+    assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
+    assert scores[2] < by_id[wrong].score  # the clean images come clearly after
+    assert report.probe_accuracy >= 0.8  # the probe learned the colours (the two planted images cannot agree)
+
+
+def test_scores_are_stored_and_listed_in_order(scored):
+    ws_root, report, wrong, off = scored
+    with Workspace(ws_root) as ws:
+        record = ws.get(wrong)
+        assert record.suspicion == pytest.approx(report.suspects[[s.image_id for s in report.suspects].index(wrong)].score)
+        assert record.suggested_label == "red_soup" and record.suspicion_reason.startswith("looks like red_soup")
+        ordered = list_by_suspicion(ws)
+        assert [r.id for r in ordered] == [s.image_id for s in report.suspects]
+        green = list_by_suspicion(ws, category="green_salad", limit=3)
+        assert green[0].id == wrong and len(green) == 3 and {r.category for r in green} == {"green_salad"}
+        assert list_by_suspicion(ws, limit=2, offset=1)[0].id == ordered[1].id
+
+
+def test_embeddings_are_cached_and_only_new_images_embedded(scored, tmp_path):
+    ws_root, report, wrong, off = scored
+    shutil.copytree(ws_root, tmp_path / "ws")  # a copy: the other tests share the scored workspace
+    with Workspace(tmp_path / "ws") as ws:
+        assert len(ws.embeddings("efficientnet_lite0")) == 32
+        new = add(ws, make_image(tmp_path / "new.jpg", COLOURS["blue_cheese"], 555, size=(160, 160)), "blue_cheese")
+        ws.set_status(off, "rejected")  # rejected images are no longer scored, and their score is cleared
+        again = find_suspects(ws)
+        assert (again.embedded, again.cached) == (1, 31)
+        assert new.id in {s.image_id for s in again.suspects} and off not in {s.image_id for s in again.suspects}
+        assert ws.get(off).suspicion is None
+        ws.set_crop(wrong, (10, 10, 150, 150))  # a new crop is new content: embedded again
+        assert find_suspects(ws).embedded == 1
+
+
+def test_near_duplicate_pairs_blocked_search_matches_full_matrix():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 8)).astype(np.float32)
+    features[40:] = features[:10] + 0.01 * rng.normal(size=(10, 8))
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    i, j, s = near_duplicate_pairs(features, 0.99, block=7)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(k, 40 + k) for k in range(10)]
+    assert np.allclose(s, np.sum(features[i] * features[j], axis=1))
+
+
+def test_suspects_cli_json_and_table(scored, capsys):
+    ws_root, report, wrong, off = scored
+    assert main(["--workspace", str(ws_root), "suspects", "--top", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert {rows[0]["image_id"], rows[1]["image_id"]} == {wrong, off}
+    assert {"score", "category", "suggested_label", "reason", "origin"} <= set(rows[0])
+    assert rows[0]["origin"].endswith((".jpg", ".png"))
+    assert main(["--workspace", str(ws_root), "suspects", "--top", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:5] == ["rank", "score", "category", "suggested", "reason"]
+    assert any("red_soup" in line and "looks like" in line for line in out[2:4])
+    assert "32 images scored (0 embedded, 32 from cache)" in out[-1]
+
+
+def test_suspects_cli_errors_are_one_line(tmp_path, scored):
+    ws_root = scored[0]
+    run = subprocess.run([sys.executable, "-m", "curate", "--workspace", str(ws_root), "suspects", "--top", "0"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip() == "curate: --top must be at least 1, got 0"
+    run = subprocess.run([sys.executable, "-m", "curate", "--workspace", str(tmp_path / "none"), "suspects"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "no workspace" in run.stderr
+
+
+def test_empty_and_single_class_workspaces(tmp_path):
+    with Workspace(tmp_path / "ws") as ws:
+        assert find_suspects(ws).suspects == ()
+        for i in range(4):
+            add(ws, make_image(tmp_path / f"{i}.jpg", COLOURS["red_soup"], i, size=(160, 160)), "red_soup")
+        report = find_suspects(ws)  # one class: no probe, only distance and flags
+        assert len(report.suspects) == 4 and report.probe_accuracy is None
+        assert all(s.suggested_label is None for s in report.suspects)
+
+
+def flat(path, size=(160, 160), colour=(128, 128, 128)):
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+@pytest.fixture
+def mixed_ws(tmp_path):
+    """A workspace with 4 clean images, one near-blank, one too-small, one blurry one and a duplicate."""
+    ws = Workspace(tmp_path / "ws")
+    ids = {}
+    for i in range(4):
+        ids[f"ok{i}"] = add(ws, make_image(tmp_path / f"ok{i}.jpg", COLOURS["red_soup" if i < 2 else "green_salad"], i,
+                                           size=(160, 160)), "red_soup" if i < 2 else "green_salad").id
+    ids["blank"] = add(ws, flat(tmp_path / "blank.png"), "red_soup").id
+    ids["small"] = add(ws, make_image(tmp_path / "small.png", COLOURS["red_soup"], 50, size=(60, 50)), "red_soup").id
+    ids["blurry"] = add(ws, make_image(tmp_path / "blurry.png", COLOURS["green_salad"], 51, size=(160, 160)),
+                        "green_salad", flags=("blurry",)).id
+    ids["dup"] = add(ws, make_image(tmp_path / "dup.png", COLOURS["green_salad"], 52, size=(160, 160)), "green_salad").id
+    ws.mark_duplicates({ids["dup"]: ids["ok2"]})
+    assert ws.get(ids["blank"]).flags == ("near_blank", "grayscale") and "too_small" in ws.get(ids["small"]).flags
+    yield ws, ids
+    ws.close()
+
+
+def test_accept_passing_respects_blocking_flags_and_is_undoable(mixed_ws):
+    ws, ids = mixed_ws
+    assert BLOCKING_FLAGS == ("unreadable", "too_small", "near_blank")
+    report = accept_passing(ws)
+    assert report.accepted == {"red_soup": 2, "green_salad": 3}
+    assert report.held == {"red_soup": {"near_blank": 1, "too_small": 1}}
+    assert ws.get(ids["blurry"]).status == "accepted"
+    assert ws.get(ids["dup"]).status == "duplicate" and ws.get(ids["blank"]).status == "pending"
+    decisions = ws.decisions()
+    assert len(decisions) == 5 and {d["new"]["status"] for d in decisions} == {"accepted"}
+    ws.undo()
+    assert ws.count(status="accepted") == 4 and ws.count(status="pending") == 3
+
+
+def test_accept_options(mixed_ws):
+    ws, ids = mixed_ws
+    assert accept_passing(ws, category="green_salad", exclude_flags=("blurry",)).accepted == {"green_salad": 2}
+    assert ws.get(ids["blurry"]).status == "pending" and ws.get(ids["ok0"]).status == "pending"
+    assert accept_passing(ws, exclude_flags=()).accepted == {"red_soup": 4, "green_salad": 1}
+    assert ws.count(status="pending") == 0 and ws.get(ids["dup"]).status == "duplicate"
+    with pytest.raises(CurateError, match="unknown quality flag 'fuzzy'"):
+        accept_passing(ws, exclude_flags=("fuzzy",))
+    with pytest.raises(CurateError, match="unknown category"):
+        accept_passing(ws, category="pho")
+
+
+def test_accept_cli(mixed_ws, capsys):
+    ws, ids = mixed_ws
+    root = str(ws.root)
+    assert main(["--workspace", root, "accept", "--exclude-flag", "too_small", "--exclude-flag", "blurry"]) == 0
+    out = capsys.readouterr().out
+    assert "accepted 5 pending images; blocking flags: too_small, blurry; 2 left pending for review" in out
+    assert main(["--workspace", root, "accept", "--all-flags-ok"]) == 0
+    assert "accepted 2 pending images; blocking flags: none" in capsys.readouterr().out
+    assert ws.count(status="accepted") == 7
+    run = subprocess.run([sys.executable, "-m", "curate", "--workspace", root, "accept", "--category", "pho"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip() == "curate: unknown category 'pho'"
