@@ -16,7 +16,7 @@ What is computed (``find_suspects``):
    - quality: from its flags (QUALITY_WEIGHTS) — "blurry", "near_blank", ...;
    - duplicate: a near-twin by embedding (cosine >= near_duplicate_similarity) that dedup's hashes missed
      (flips, crops); the smaller/newer of the two is marked — "near-duplicate of #12 (0.97)".
-   Unreadable images score 1.0.
+   Unreadable images score 1.0. An image far from every category gets no suggested label: it wants rejecting.
 
 Scores, suggested labels (the probe's top category when it is not the current one) and reasons are stored on
 the images (columns suspicion, suggested_label, suspicion_reason); ``list_by_suspicion`` reads them back in order.
@@ -150,14 +150,19 @@ def near_duplicate_pairs(features: np.ndarray, threshold: float, block: int = 20
 
 
 def probe_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int, groups: np.ndarray,
-                        folds: int = 5, c: float = 0.5, seed: int = 0) -> np.ndarray:
-    """Out-of-fold class probabilities (N x num_classes) of a k-fold logistic-regression probe."""
+                        folds: int = 5, c: float = 3.0, seed: int = 0) -> np.ndarray | None:
+    """Out-of-fold class probabilities (N x num_classes) of a k-fold logistic-regression probe.
+
+    None when there is too little to cross-validate (fewer than 2 classes of 2 images, or fewer than 2 groups).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
     from threadpoolctl import threadpool_limits
 
     counts = np.bincount(labels, minlength=num_classes)
-    k = int(max(2, min(folds, counts[counts > 0].min(), len(np.unique(groups)))))
+    k = int(min(folds, np.sort(counts)[-2], len(np.unique(groups))))  # classes smaller than k sit out some folds
+    if k < 2:
+        return None
     probabilities = np.full((len(labels), num_classes), 1.0 / num_classes)
     # One BLAS thread: with the default one per core the lbfgs fit of ~1,000 x 1,280 was ~100x slower on a busy 2-core
     # machine (65 s against 0.5 s for the 5 folds).
@@ -207,14 +212,14 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
 
     probe_accuracy = None
     s_label = np.zeros(n)
-    if len(categories) >= 2 and n >= 4:
+    probabilities = given = None
+    if len(categories) >= 2:
         probabilities = probe_probabilities(features, labels, len(categories), groups, config.folds, config.probe_c, config.seed)
+    if probabilities is not None:
         given = probabilities[np.arange(n), labels]
         s_label = 1 - given
         top = probabilities.argmax(1)
         probe_accuracy = float((top == labels).mean())
-    else:
-        probabilities = given = None
 
     # distance to the class centroid, in robust z-units of that class
     s_far = np.zeros(n)
@@ -247,13 +252,13 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         suggested = None
         if probabilities is not None:
             top = int(probabilities[idx].argmax())
-            if top != labels[idx]:
+            if top != labels[idx] and s_away[idx] < 0.5:  # an off-topic image needs rejecting, not another label
                 suggested = categories[top]
                 signals.append((s_label[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
             else:
                 signals.append((s_label[idx], f"unsure of its label ({given[idx]:.2f})"))
-        signals.append((s_far[idx], "far from its class"))
-        signals.append((s_away[idx], "far from every category"))
+        # far from every category implies far from its own: say only the stronger statement
+        signals.append((s_away[idx], "far from every category") if s_away[idx] >= 0.3 else (s_far[idx], "far from its class"))
         for flag in r.flags:
             signals.append((QUALITY_WEIGHTS.get(flag, 0.0), flag.replace("_", " ")))
         if idx in twin:

@@ -134,6 +134,9 @@ def test_empty_and_single_class_workspaces(tmp_path):
         report = find_suspects(ws)  # one class: no probe, only distance and flags
         assert len(report.suspects) == 4 and report.probe_accuracy is None
         assert all(s.suggested_label is None for s in report.suspects)
+        add(ws, make_image(tmp_path / "g.jpg", COLOURS["green_salad"], 9, size=(160, 160)), "green_salad")
+        report = find_suspects(ws)  # a class of one image: too little to cross-validate, still scored
+        assert len(report.suspects) == 5 and report.probe_accuracy is None
 
 
 def flat(path, size=(160, 160), colour=(128, 128, 128)):
