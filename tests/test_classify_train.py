@@ -36,7 +36,7 @@ def test_bundle_contents(trained_bundle, tiny_data_session):
 @pytest.mark.parametrize("freeze", ["partial", "none"])
 def test_other_strategies_learn(tiny_data, tmp_path, freeze):
     config = RunConfig(data=str(tiny_data), out=str(tmp_path / freeze),
-                       **{**FAST, "freeze": freeze, "epochs": 4, "lr": 3e-3, "backbone_lr_scale": 0.3})
+                       **{**FAST, "freeze": freeze, "epochs": 8, "lr": 3e-3, "backbone_lr_scale": 0.3})
     result = train(config)
     assert result.metrics["strategy"] == freeze
     assert result.metrics["accuracy"] >= 0.75
