@@ -80,14 +80,15 @@ class TrainResult:
 PARTIAL_TAIL_BLOCKS = 2
 
 
-def resolve_strategy(config: RunConfig, device: torch.device, n_train: int) -> str:
-    """`auto`: full fine-tune where a GPU makes it fast; on a CPU train the last stages on cached trunk features,
-    which reaches nearly the accuracy of a full fine-tune in a fraction of the time (bench/train_cpu.py)."""
+def resolve_strategy(config: RunConfig, device: torch.device) -> str:
+    """`auto`: full fine-tune where a GPU makes it fast. On a CPU, head-only on cached features of augmented views:
+    on food-dev it scored as well as training the last stages (82.7 vs 81.4 %) in a third of the time
+    (bench/train_cpu.py)."""
     if config.freeze != "auto":
         return config.freeze
     if device.type == "cuda":
         return "none"
-    return "partial" if n_train <= 50_000 else "all"
+    return "all"
 
 
 def resolve_model(config: RunConfig, device: torch.device) -> str:
@@ -152,7 +153,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     if len(valid_cache.labels) == 0:
         raise ClassifyError("the valid split has no readable images")
 
-    strategy = resolve_strategy(config, device, len(train_cache.labels))
+    strategy = resolve_strategy(config, device)
     epochs = config.epochs or default_epochs(strategy)
     generator = torch.Generator().manual_seed(config.seed)
     model = model.to(device)

@@ -28,14 +28,14 @@ def make_image(path: Path, colour, seed: int, size=(96, 80), fmt=None) -> Path:
     return path
 
 
-def make_imagefolder(root: Path, per_class=(12, 4, 0), classes=COLOURS) -> Path:
+def make_imagefolder(root: Path, per_class=(12, 4, 0), classes=COLOURS, size=(96, 80)) -> Path:
     """root/train|valid[|test]/<class>/*.jpg with `per_class` images per split."""
     seed = 0
     for split, count in zip(("train", "valid", "test"), per_class):
         for name, colour in classes.items():
             for i in range(count):
                 seed += 1
-                make_image(root / split / name / f"{i}.jpg", colour, seed)
+                make_image(root / split / name / f"{i}.jpg", colour, seed, size=size)
     return root
 
 
