@@ -104,10 +104,10 @@ def default_epochs(strategy: str) -> int:
 
 
 def default_views(strategy: str, n_train: int, bytes_per_view: int) -> int:
-    """Augmented views to cache for frozen layers (6 for head-only, 8 for partial), fewer above ~4 GB."""
+    """Augmented views to cache for frozen layers (4 for head-only, 8 for partial), fewer above ~4 GB."""
     if strategy == "none":
         return 0
-    wanted = 6 if strategy == "all" else 8
+    wanted = 4 if strategy == "all" else 8
     budget = 4 * 2**30
     return int(max(1, min(wanted, budget // max(1, n_train * bytes_per_view))))
 
