@@ -1,0 +1,267 @@
+"""demo.py: a real server started by its CLI, driven by gradio_client, httpx and Playwright in headless Chromium."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+import demo
+from conftest import COLOURS, ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+FACTS = "class,calories,protein\nred_soup,120 kcal,4 g\nGreen Salad,80 kcal,2 g\n"
+UPLOAD_CAP_MB = 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_bundle, tmp_path_factory):
+    """`python demo.py` on the tiny bundle, with facts and a 1 MB upload cap, as a user would start it."""
+    facts = tmp_path_factory.mktemp("facts") / "facts.csv"
+    facts.write_text(FACTS)
+    port = free_port()
+    log = tmp_path_factory.mktemp("log") / "demo.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "demo.py", "--model", str(trained_bundle), "--port", str(port),
+                                    "--facts", str(facts), "--max-upload-mb", str(UPLOAD_CAP_MB)],
+                                   cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "config", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"demo.py did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]  # bad uploads must not crash handlers
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        page.wait_for_selector("input[type=file]", state="attached", timeout=30_000)
+        yield page
+        browser.close()
+
+
+def example(bundle: Path, name: str) -> Path:
+    """An image of class `name` the tiny model gets right: its own examples (new random ones can fool a 64 px model)."""
+    return sorted((bundle / "examples" / name).glob("*.jpg"))[0]
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_bundle):
+    import classify
+    return classify.load(trained_bundle)
+
+
+def upload(page, path: Path) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(path))
+
+
+def wait_for_text(page, selector: str, text: str, timeout_ms: int = 30_000) -> str:
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+                           arg=[selector, text], timeout=timeout_ms)
+    return page.locator(selector).inner_text()
+
+
+# --- the API ----------------------------------------------------------------------------------------------------
+
+def test_api_returns_top_k_as_json(client, trained_bundle, predictor):
+    from gradio_client import handle_file
+
+    for name in COLOURS:
+        image = example(trained_bundle, name)
+        result = client.predict(handle_file(str(image)), api_name="/predict")
+        assert result[0]["label"] == name
+        expected = predictor.predict(image)
+        assert [(row["label"], pytest.approx(row["probability"], abs=1e-5)) for row in result] == expected
+        assert sorted(row["label"] for row in result) == sorted(COLOURS)  # 3 classes: top-5 is all of them
+        probabilities = [row["probability"] for row in result]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert abs(sum(probabilities) - 1) < 1e-3 and probabilities[0] > 0.5
+
+
+def test_api_downscales_a_huge_photo_and_refuses_an_enormous_one(client, trained_bundle, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    huge = tmp_path / "huge.jpg"  # 24 MP, smooth so it stays under the 1 MB upload cap
+    Image.open(example(trained_bundle, "red_soup")).resize((6000, 4000), Image.BICUBIC).save(huge, quality=70)
+    assert huge.stat().st_size < UPLOAD_CAP_MB * 1024 * 1024
+    assert client.predict(handle_file(str(huge)), api_name="/predict")[0]["label"] == "red_soup"
+
+    enormous = tmp_path / "enormous.png"  # 100 MP of 1-bit pixels: a tiny file that would decode to 300 MB
+    Image.new("1", (10_000, 10_000)).save(enormous)
+    with pytest.raises(AppError, match="the limit is 50 MP"):
+        client.predict(handle_file(str(enormous)), api_name="/predict")
+
+
+def test_api_bad_inputs_give_a_clear_message(client, tmp_path, trained_bundle):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    text = tmp_path / "menu.txt"
+    text.write_text("not a photo")
+    with pytest.raises(AppError, match="'menu.txt' is not an image this demo can read"):
+        client.predict(handle_file(str(text)), api_name="/predict")
+
+    photo = next((trained_bundle / "examples" / "red_soup").glob("*.jpg")).read_bytes()
+    headless = tmp_path / "headless.jpg"  # the header is cut: Pillow cannot even identify it
+    headless.write_bytes(photo[:100])
+    with pytest.raises(AppError, match="is not an image this demo can read"):
+        client.predict(handle_file(str(headless)), api_name="/predict")
+
+    truncated = tmp_path / "truncated.jpg"  # a valid header, half the pixel data
+    truncated.write_bytes(photo[: len(photo) // 2])
+    with pytest.raises(AppError, match="could not be read"):
+        client.predict(handle_file(str(truncated)), api_name="/predict")
+
+
+def test_uploads_over_the_cap_are_refused_by_the_server(server, tmp_path):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(os.urandom(UPLOAD_CAP_MB * 1024 * 1024 + 1))
+    response = httpx.post(server + "gradio_api/upload", files={"files": ("big.jpg", big.read_bytes())})
+    assert response.status_code == 413
+    small = httpx.post(server + "gradio_api/upload", files={"files": ("small.jpg", b"x" * 1000)})
+    assert small.status_code == 200
+
+
+def test_image_input_takes_upload_webcam_and_clipboard(server):
+    config = httpx.get(server + "config").json()
+    images = [c for c in config["components"] if c["type"] == "image"]
+    assert [image["props"]["sources"] for image in images] == [["upload", "webcam", "clipboard"]]
+
+
+# --- the UI in headless Chromium --------------------------------------------------------------------------------
+
+def test_ui_upload_shows_top_class_latency_facts_and_card(page, trained_bundle):
+    soup = example(trained_bundle, "red_soup")
+    upload(page, soup)
+    assert wait_for_text(page, "#prediction", "red soup").split("\n")[1:2] == ["red soup"]  # the heading
+    assert wait_for_text(page, "#facts", "120 kcal")  # the row 'red_soup' of the facts file
+    latency = wait_for_text(page, "#latency", " ms")
+    assert "{}x{} px photo".format(*Image.open(soup).size) in latency
+    assert int(latency.split("Predicted in ")[1].split(" ms")[0]) > 0
+    card = page.locator("#model-card").inner_text()
+    assert "efficientnet_lite0" in card and "Accuracy" in card and "blue cheese, green salad, red soup" in card
+
+    upload(page, example(trained_bundle, "green_salad"))
+    wait_for_text(page, "#prediction", "green salad")
+    assert "80 kcal" in wait_for_text(page, "#facts", "80 kcal")  # 'Green Salad' in the CSV matches green_salad
+    upload(page, example(trained_bundle, "blue_cheese"))
+    assert "No facts listed for blue cheese" in wait_for_text(page, "#facts", "No facts")
+
+
+def test_ui_example_from_the_bundle_predicts(page):
+    # Examples are sorted by class, red_soup last; the previous test left "blue cheese" on top, so waiting for
+    # "red soup" as the label's heading (the line after "Top 5") proves this click produced a new prediction.
+    page.locator("button.gallery-item").last.click()
+    page.wait_for_function("() => { const e = document.querySelector('#prediction');"
+                           " return e && e.innerText.split('\\n')[1] === 'red soup'; }", timeout=30_000)
+
+
+def test_ui_non_image_upload_shows_a_message(page, tmp_path):
+    # A .txt is refused by the page itself; a file named .jpg that is not one reaches the server, which answers
+    # with a message for the user instead of a traceback.
+    text = tmp_path / "recipe.txt"
+    text.write_text("2 eggs, 100 g flour")
+    upload(page, text)
+    page.get_by_text("Invalid file type: recipe.txt").first.wait_for(timeout=30_000)
+    fake = tmp_path / "dinner.jpg"
+    fake.write_text("<html>this is a web page, not a photo</html>")
+    upload(page, fake)
+    page.get_by_text("is not an image this demo can read").first.wait_for(timeout=30_000)
+    assert "Traceback" not in page.content()
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+def test_no_run_prints_how_to_train_one_and_exits_2(tmp_path):
+    result = subprocess.run([sys.executable, "demo.py", "--runs-dir", str(tmp_path / "runs")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "python -m classify train --data" in result.stderr
+
+
+def touch_bundle(folder: Path, mtime: float, weights: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"")
+        os.utime(folder / "model.safetensors", (mtime, mtime))
+    return folder
+
+
+def test_find_latest_run_takes_the_newest_complete_bundle(tmp_path):
+    runs = tmp_path / "runs"
+    assert demo.find_latest_run(runs) is None
+    touch_bundle(runs / "old", 1_000_000)
+    newest = touch_bundle(runs / "sweep" / "b", 2_000_000)
+    touch_bundle(runs / "broken", 3_000_000, weights=False)
+    assert demo.find_latest_run(runs) == newest
+
+
+@pytest.mark.parametrize("case", ["missing_run", "facts_one_column", "facts_duplicate", "facts_no_class",
+                                  "facts_missing", "bad_auth"])
+def test_bad_command_lines_print_one_line_and_fail(case, trained_bundle, tmp_path, capsys):
+    facts = tmp_path / "facts.csv"
+    argv = ["--model", str(trained_bundle)]
+    if case == "missing_run":
+        argv = ["--model", str(tmp_path / "nope")]
+    elif case == "facts_one_column":
+        facts.write_text("class\nred_soup\n")
+    elif case == "facts_duplicate":
+        facts.write_text("class,kcal\nred_soup,1\nred_soup,2\n")
+    elif case == "facts_no_class":
+        facts.write_text("class,kcal\npho,350\n")
+    elif case == "bad_auth":
+        argv += ["--auth", "admin"]
+    if case.startswith("facts"):
+        argv += ["--facts", str(facts)]
+    assert demo.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    expected = {"missing_run": "not found", "facts_one_column": "needs a header row", "facts_duplicate": "twice",
+                "facts_no_class": "names none of the model's classes", "facts_missing": "cannot read facts file",
+                "bad_auth": "USER:PASS"}[case]
+    assert expected in error
+
+
+def test_read_facts_keeps_every_column(tmp_path):
+    facts = tmp_path / "facts.csv"
+    facts.write_text("\ufeffdish,calories,protein,description\nred_soup,120,4,\"tomato, basil\"\n\n")
+    assert demo.read_facts(facts) == {"red_soup": {"calories": "120", "protein": "4", "description": "tomato, basil"}}
