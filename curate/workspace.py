@@ -179,6 +179,28 @@ def _check_status(status: str) -> None:
         raise CurateError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
 
 
+def _image_filter(category: str | None = None, status: str | Sequence[str] | None = None, flag: str | None = None,
+                  source_url: str | None = None) -> tuple[str, list]:
+    """The WHERE clause (with its leading space, or empty) and parameters shared by the image queries."""
+    where, params = [], []
+    if category is not None:
+        where.append("category = ?")
+        params.append(category)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        for s in statuses:
+            _check_status(s)
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params += statuses
+    if flag is not None:
+        where.append("(',' || flags || ',') LIKE ?")
+        params.append(f"%,{flag},%")
+    if source_url is not None:
+        where.append("source_url = ?")
+        params.append(source_url)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 class Workspace:
     """Owns a workspace folder and its SQLite connection; use as a context manager.
 
@@ -361,38 +383,12 @@ class Workspace:
     def list_images(self, category: str | None = None, status: str | Sequence[str] | None = None,
                     flag: str | None = None, source_url: str | None = None) -> list[ImageRecord]:
         """Images filtered by category, status (one or several), quality flag and/or URL; oldest first."""
-        where, params = [], []
-        if category is not None:
-            where.append("category = ?")
-            params.append(category)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            for s in statuses:
-                _check_status(s)
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            params += statuses
-        if flag is not None:
-            where.append("(',' || flags || ',') LIKE ?")
-            params.append(f"%,{flag},%")
-        if source_url is not None:
-            where.append("source_url = ?")
-            params.append(source_url)
-        sql = f"SELECT {_COLUMNS} FROM images"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [_row_to_record(r) for r in self._query(sql + " ORDER BY id", params)]
+        where, params = _image_filter(category, status, flag, source_url)
+        return [_row_to_record(r) for r in self._query(f"SELECT {_COLUMNS} FROM images{where} ORDER BY id", params)]
 
     def count(self, category: str | None = None, status: str | Sequence[str] | None = None) -> int:
-        where, params = [], []
-        if category is not None:
-            where.append("category = ?")
-            params.append(category)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            params += statuses
-        sql = "SELECT COUNT(*) FROM images" + (" WHERE " + " AND ".join(where) if where else "")
-        return self._query(sql, params)[0][0]
+        where, params = _image_filter(category, status)
+        return self._query(f"SELECT COUNT(*) FROM images{where}", params)[0][0]
 
     def has_url(self, url: str) -> bool:
         return bool(self._query("SELECT 1 FROM images WHERE source_url = ? LIMIT 1", (url,)))
