@@ -1,8 +1,12 @@
 """Backbone factory: the one place that knows timm, torchvision, Hugging Face and the offline Lite weights."""
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import socket
 from dataclasses import dataclass
+from urllib.parse import urlparse
 from pathlib import Path
 
 import torch
@@ -97,6 +101,26 @@ def read_weights(path: str | Path) -> dict:
     return state
 
 
+@contextlib.contextmanager
+def _hub_access():
+    """Use the Hugging Face hub's cache only when its host does not even resolve (no network, no proxy).
+
+    Otherwise huggingface_hub retries a failed download five times with backoff: ~50 s before the same error.
+    """
+    from huggingface_hub import constants
+    saved = constants.HF_HUB_OFFLINE
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if not saved and not proxied:
+        try:
+            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        except OSError:
+            constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def _hub_error(name: str, error: Exception) -> ClassifyError:
     return ClassifyError(f"cannot download weights for {name!r} ({type(error).__name__}); no network? {OFFLINE_HINT}")
 
@@ -106,7 +130,8 @@ def _timm_backbone(name: str, pretrained: bool) -> tuple[nn.Module, ModelSpec]:
     if name not in timm.list_models(pretrained=False) and name.split(".")[0] not in timm.list_models():
         raise ClassifyError(f"unknown model {name!r}: not a timm model name; use tv:NAME, hf:ORG/NAME or {OFFLINE_HINT}")
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+        with _hub_access():
+            model = timm.create_model(name, pretrained=pretrained, num_classes=0)
     except (OSError, RuntimeError, ValueError) as error:
         if pretrained:
             raise _hub_error(name, error) from None
@@ -162,9 +187,11 @@ def _hf_backbone(name: str, pretrained: bool, hf_config: dict | None) -> tuple[n
             config = AutoConfig.for_model(**hf_config)
             model = AutoModelForImageClassification.from_config(config)
         elif pretrained:
-            model = AutoModelForImageClassification.from_pretrained(name)
+            with _hub_access():
+                model = AutoModelForImageClassification.from_pretrained(name)
         else:
-            model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name))
+            with _hub_access():
+                model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name))
     except (OSError, ValueError) as error:
         raise ClassifyError(f"cannot load Hugging Face model {name!r} ({str(error).splitlines()[0][:120]}); "
                             f"{OFFLINE_HINT}") from None
@@ -172,7 +199,8 @@ def _hf_backbone(name: str, pretrained: bool, hf_config: dict | None) -> tuple[n
     size, mean, std = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     try:
         from transformers import AutoImageProcessor
-        processor = AutoImageProcessor.from_pretrained(name) if hf_config is None and pretrained else None
+        with _hub_access():
+            processor = AutoImageProcessor.from_pretrained(name) if hf_config is None and pretrained else None
     except (OSError, ValueError):
         processor = None
     if processor is not None:

@@ -54,7 +54,7 @@ def test_unknown_model_name():
 
 
 @pytest.mark.parametrize("name", ["resnet18", "tv:resnet18", "hf:microsoft/resnet-50"])
-def test_unreachable_hub_names_the_offline_choices(name, monkeypatch, tmp_path):
+def test_unreachable_hub_names_the_offline_choices(name, monkeypatch, tmp_path, capfd):
     # This machine has no route to the hubs, so these are real failed downloads. Empty caches make sure
     # nothing is found locally instead.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -62,6 +62,8 @@ def test_unreachable_hub_names_the_offline_choices(name, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "5")
     with pytest.raises(ClassifyError, match="efficientnet_lite0"):
         models.create(name, 3)
+    # at once: not after huggingface_hub's five retries with backoff (~50 s)
+    assert "Retrying" not in capfd.readouterr().err
 
 
 def test_local_weights_file(tmp_path):
@@ -93,3 +95,31 @@ def test_hugging_face_model_from_a_local_folder(tmp_path):
     model.eval(), rebuilt.eval()
     x = torch.randn(1, 3, 64, 64)
     assert torch.allclose(model(x), rebuilt(x))
+
+
+def _hub_resolves() -> bool:
+    import socket
+    try:
+        socket.getaddrinfo("huggingface.co", 443)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_hub_resolves(), reason="huggingface.co resolves here: the no-network path cannot be exercised")
+def test_hub_cache_still_loads_with_no_network(monkeypatch, tmp_path):
+    # Going offline when the hub does not resolve must not lose weights already in the Hugging Face cache.
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+    reference = timm.create_model("resnet18", pretrained=False)
+    torch.nn.init.constant_(reference.conv1.weight, 0.125)
+    repo = tmp_path / "hub" / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(reference.state_dict(), str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model, _, _ = models.create("resnet18", 3)
+    assert torch.all(model.backbone.conv1.weight == 0.125)
+    assert constants.HF_HUB_OFFLINE is False  # offline only for that call
