@@ -125,3 +125,26 @@ def test_food_dev_subset_quality_flags(tmp_path):
     assert "blurry" in flags["blurred.jpg"] and "grayscale" in flags["gray.jpg"]
     assert "near_blank" in flags["blank.jpg"] and "bright" in flags["blank.jpg"]
     assert sum(1 for name, f in flags.items() if f and name[0].isdigit()) == 0  # real photos: no flags
+
+
+def test_cli_check_recomputes_flags(tmp_path):
+    src = tmp_path / "src" / "ramen"
+    photo(src / "ok.jpg", seed=1, size=(240, 200))
+    photo(src / "wide.jpg", seed=2, size=(700, 200))
+    Image.new("RGB", (200, 200), (12, 12, 12)).save(src / "dark.png")
+    ws_dir = tmp_path / "ws"
+    assert run_cli("--workspace", str(ws_dir), "import", str(tmp_path / "src")).returncode == 0
+    with Workspace(ws_dir) as ws:
+        records = {Path(r.source_url).name: r for r in ws.list_images()}
+        assert "extreme_aspect" in records["wide.jpg"].flags and "dark" in records["dark.png"].flags
+        for r in records.values():  # as if flagged by an older version, or by hand
+            ws.set_flags(r.id, ("blurry",))
+        originals = {r.path: ws.abspath(r).read_bytes() for r in records.values()}
+    out = run_cli("--workspace", str(ws_dir), "check")
+    assert out.returncode == 0, out.stderr
+    assert "extreme_aspect" in out.stdout  # the summary table
+    with Workspace(ws_dir) as ws:
+        after = {Path(r.source_url).name: r.flags for r in ws.list_images()}
+        assert all(ws.abspath(r).read_bytes() == originals[r.path] for r in ws.list_images())
+    assert after["ok.jpg"] == () and "extreme_aspect" in after["wide.jpg"] and "blurry" not in after["wide.jpg"]
+    assert "dark" in after["dark.png"] and "near_blank" in after["dark.png"]
