@@ -23,7 +23,7 @@ STATUS_FILTERS = ("all", *STATUSES)
 FLAG_FILTERS = ("any", "flagged", "unflagged", *FLAGS)
 SORTS = {"oldest first": "id", "most flags first": "flags", "most suspicious first": "suspicion"}
 SHORTCUTS = (("a", "accept"), ("r", "reject"), ("u", "undo"), ("j / →", "next image"), ("k / ←", "previous image"),
-             ("x", "reset crop"), ("l", "go to the relabel box"), ("n / p", "next / previous grid page"),
+             ("x", "reset crop"), ("s", "relabel to the suggested label"), ("l", "go to the relabel box"), ("n / p", "next / previous grid page"),
              ("drag on the image", "draw a crop box"))
 
 # Sort keys, ascending; every ordering puts pending images first and ends with the id so it is total.
@@ -366,7 +366,8 @@ document.addEventListener('keydown', (event) => {
   const target = event.target;
   if (target && (target.tagName === 'INPUT' || target.tagName === 'TEXTAREA' || target.isContentEditable)) return;
   const buttons = {a: 'rv-accept', r: 'rv-reject', u: 'rv-undo', j: 'rv-next', ArrowRight: 'rv-next',
-                   k: 'rv-prev', ArrowLeft: 'rv-prev', x: 'rv-crop-reset', n: 'rv-page-next', p: 'rv-page-prev'};
+                   k: 'rv-prev', ArrowLeft: 'rv-prev', x: 'rv-crop-reset', n: 'rv-page-next', p: 'rv-page-prev',
+                   s: 'rv-suggest'};
   if (event.key === 'l') {
     const box = document.querySelector('#rv-relabel input');
     if (box) { event.preventDefault(); box.focus(); }
@@ -516,6 +517,13 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         following = next_after_decision(ws, view, key) if category != view.category else ws.get(record.id)
         return render(view, following, page, f"#{record.id} relabelled to {category}")
 
+    def use_suggestion(view, image_id, page):
+        record = _get(image_id)
+        if record is None or not record.suggested_label or record.suggested_label == record.category:
+            return render(view, record, page, "no suggested label for this image (`curate suspects` ranks and suggests)",
+                          error=True)
+        return relabel(view, image_id, page, record.suggested_label)
+
     def undo(view, image_id, page):
         record = ws.undo()
         if record is None:
@@ -631,6 +639,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
                             relabel_to = gr.Dropdown(label="Relabel to (existing or new category)", choices=categories(),
                                                      allow_custom_value=True, elem_id="rv-relabel", scale=3)
                             relabel_btn = gr.Button("Relabel", elem_id="rv-relabel-btn", scale=1)
+                            suggest_btn = gr.Button("Use suggestion (s)", elem_id="rv-suggest", scale=1)
                         with gr.Row():
                             crop_box = gr.Textbox(label="Crop x0,y0,x1,y1 (px; or drag on the image)", elem_id="rv-crop-box", scale=3)
                             crop_btn = gr.Button("Save crop", elem_id="rv-crop-save", scale=1)
@@ -683,6 +692,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         prev_btn.click(on(move, False), filters, outputs, **fast)
         next_btn.click(on(move, True), filters, outputs, **fast)
         relabel_btn.click(on(relabel), [*filters, relabel_to], outputs, **fast)
+        suggest_btn.click(on(use_suggestion), filters, outputs, **fast)
         view_html.edit(with_event(crop_drawn, "image_id", "box"), filters, outputs, **fast)
         crop_btn.click(on(crop_typed), [*filters, crop_box], outputs, **fast)
         crop_box.submit(on(crop_typed), [*filters, crop_box], outputs, **fast)

@@ -26,7 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 # category → (images, which get the "blurry" flag); each browser test works in its own category
-CATEGORIES = {"Pad Thai": 8, "pho": 6, "ramen": 8, "sushi": 6, "tacos": 6, "bibimbap": 4}
+CATEGORIES = {"Pad Thai": 8, "pho": 6, "ramen": 8, "sushi": 6, "tacos": 6, "bibimbap": 4, "gyoza": 3}
 TIMEOUT_MS = 15_000
 
 
@@ -208,6 +208,26 @@ def test_relabel_to_existing_and_new_category_and_undo(page, workspace):
     page.click("#rv-undo")
     wait_message(page, f"undone: #{first} is pending in pho")
     assert manifest(workspace, first).category == "pho"
+
+
+def test_suggested_label_is_shown_and_taken_with_one_key(page, workspace):
+    with Workspace(workspace, create=False) as ws:
+        ids = [r.id for r in ws.list_images(category="gyoza")]
+        ws.set_suspicion({ids[0]: (0.93, "ramen", "looks like ramen (0.91)")})
+    pick_category(page, "gyoza")
+    assert shown_id(page) == ids[0]
+    meta = page.inner_text("#rv-meta")
+    assert "suggests ramen" in meta and "looks like ramen (0.91)" in meta
+    page.keyboard.press("s")
+    wait_message(page, f"#{ids[0]} relabelled to ramen")
+    assert manifest(workspace, ids[0]).category == "ramen"
+    assert shown_id(page) == ids[1]  # on to the next pending image of the category
+    page.keyboard.press("s")  # no suggestion for this one: a message, nothing changes
+    wait_message(page, "no suggested label")
+    assert manifest(workspace, ids[1]).category == "gyoza"
+    page.keyboard.press("u")
+    wait_message(page, f"undone: #{ids[0]} is pending in gyoza")
+    assert manifest(workspace, ids[0]).category == "gyoza"
 
 
 def test_crop_drawn_previewed_typed_reset_and_undone(page, workspace):
