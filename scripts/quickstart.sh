@@ -19,6 +19,7 @@ workspace=${PLATEKIT_WORKSPACE:-workspace}
 export_dir=${PLATEKIT_EXPORT:-data/export}
 run=${PLATEKIT_RUN:-runs/quickstart}
 py=.venv/bin/python
+export PYTHONUNBUFFERED=1  # keep stdout and stderr in order when the output goes to a log
 
 bash scripts/setup.sh
 step() { printf '\n== %s\n' "$*"; }
