@@ -31,8 +31,9 @@ views, under 1 min a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15) a
 Reported: valid accuracy per arm (mean over --seeds), share of the (a)-(b) gap recovered, and precision@K / recall@K
 of the suspicion ranking for the injected noise still present after (c), with a random order for comparison.
 
-Measured (bench/RESULTS.md, "## curation"): the ranking's top 10 % is 94 % injected noise, but with this frozen-backbone
-training 20 % noise costs only 1.6 valid points and the reviewed arms do not measurably recover them: claim not met.
+Measured (bench/RESULTS.md, "## curation"): the ranking's top 10 % is 94 % injected noise, but with classify train's
+CPU default 20 % noise costs only 1.2 valid points (about one seed's standard deviation) and the reviewed arms do not
+measurably recover them (0 % at 10 %, 56 % at 20 %; the oracle 106 %): claim not met.
 Requires the "bench" extra (scikit-image) and food-dev (PLATEKIT_FOOD_DEV).
 
   python bench/curation.py                 # seeds 0 1 2, appends "## curation" to bench/RESULTS.md
