@@ -240,27 +240,24 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], progress: bool = Tr
     figures["noise_by_kind"] = {kind: sum(1 for i in ranking if truth[records[i].sha256].kind == kind)
                                 for kind in ("flip", "near_duplicate", "off_topic")}
     figures["precision"], figures["recall"] = {}, {}
-    oracle = [i for i, noise in zip(ranking, is_noise) if noise]
-    for budget in [0, *budgets, "oracle"]:
-        ws_root = work / f"ws-review{budget}"
+    checked = {"(c) auto": []}  # arm → image ids the simulated reviewer looks at
+    for budget in budgets:
+        k = round(budget / 100 * len(ranking))
+        checked[f"(d) review {budget} %"] = ranking[:k]
+        figures["precision"][budget] = float(is_noise[:k].mean())
+        figures["recall"][budget] = float(is_noise[:k].sum() / max(1, is_noise.sum()))
+    checked["(e) oracle"] = [i for i, noise in zip(ranking, is_noise) if noise]
+    for n, (arm, ids) in enumerate(checked.items()):
+        ws_root = work / f"ws-arm{n}"
         ws_root.mkdir()
         shutil.copyfile(base / "manifest.sqlite", ws_root / "manifest.sqlite")  # WAL checkpointed on close
         (ws_root / "images").symlink_to(base / "images")
-        if budget == "oracle":
-            checked = oracle
-        else:
-            k = round(budget / 100 * len(ranking))
-            checked = ranking[:k]
-        if budget and budget != "oracle":
-            figures["precision"][budget] = float(is_noise[:k].mean())
-            figures["recall"][budget] = float(is_noise[:k].sum() / max(1, is_noise.sum()))
         with Workspace(ws_root) as ws:
-            _review(ws, truth, checked)
+            _review(ws, truth, ids)
             accept_passing(ws)
             accepted = ws.list_images(status="accepted")
-        arm = {0: "(c) auto", "oracle": "(e) oracle"}.get(budget, f"(d) review {budget} %")
-        _link_tree(accepted, ws_root, work / f"data-{budget}")
-        roots[arm] = work / f"data-{budget}"
+        _link_tree(accepted, ws_root, work / f"data-arm{n}")
+        roots[arm] = work / f"data-arm{n}"
         figures.setdefault("train_images", {})[arm] = len(accepted)
         figures.setdefault("noise_in_train", {})[arm] = sum(truth[r.sha256].kind != "clean" and r.category != truth[r.sha256].label
                                                             or truth[r.sha256].kind in ("near_duplicate", "off_topic")

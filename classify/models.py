@@ -6,8 +6,8 @@ import importlib
 import os
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlparse
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -101,20 +101,27 @@ def read_weights(path: str | Path) -> dict:
     return state
 
 
-@contextlib.contextmanager
-def _hub_access():
-    """Use the Hugging Face hub's cache only when its host does not even resolve (no network, no proxy).
+def hub_resolves() -> bool:
+    """Whether the Hugging Face hub's host name resolves (False: no network, or no DNS for it)."""
+    from huggingface_hub import constants
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        return True
+    except OSError:
+        return False
 
-    Otherwise huggingface_hub retries a failed download five times with backoff: ~50 s before the same error.
+
+@contextlib.contextmanager
+def _hub_access(needed: bool = True):
+    """Around code that may download from the Hugging Face hub (`needed`): use the hub's cache only when its host
+    does not even resolve and no proxy is set. Otherwise huggingface_hub retries a failed download five times with
+    backoff: ~50 s before the same error.
     """
     from huggingface_hub import constants
     saved = constants.HF_HUB_OFFLINE
     proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-    if not saved and not proxied:
-        try:
-            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
-        except OSError:
-            constants.HF_HUB_OFFLINE = True
+    if needed and not saved and not proxied and not hub_resolves():
+        constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
@@ -130,7 +137,7 @@ def _timm_backbone(name: str, pretrained: bool) -> tuple[nn.Module, ModelSpec]:
     if name not in timm.list_models(pretrained=False) and name.split(".")[0] not in timm.list_models():
         raise ClassifyError(f"unknown model {name!r}: not a timm model name; use tv:NAME, hf:ORG/NAME or {OFFLINE_HINT}")
     try:
-        with _hub_access():
+        with _hub_access(pretrained):
             model = timm.create_model(name, pretrained=pretrained, num_classes=0)
     except (OSError, RuntimeError, ValueError) as error:
         if pretrained:
@@ -187,11 +194,9 @@ def _hf_backbone(name: str, pretrained: bool, hf_config: dict | None) -> tuple[n
             config = AutoConfig.for_model(**hf_config)
             model = AutoModelForImageClassification.from_config(config)
         elif pretrained:
-            with _hub_access():
-                model = AutoModelForImageClassification.from_pretrained(name)
+            model = AutoModelForImageClassification.from_pretrained(name)
         else:
-            with _hub_access():
-                model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name))
+            model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name))
     except (OSError, ValueError) as error:
         raise ClassifyError(f"cannot load Hugging Face model {name!r} ({str(error).splitlines()[0][:120]}); "
                             f"{OFFLINE_HINT}") from None
@@ -199,8 +204,7 @@ def _hf_backbone(name: str, pretrained: bool, hf_config: dict | None) -> tuple[n
     size, mean, std = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     try:
         from transformers import AutoImageProcessor
-        with _hub_access():
-            processor = AutoImageProcessor.from_pretrained(name) if hf_config is None and pretrained else None
+        processor = AutoImageProcessor.from_pretrained(name) if hf_config is None and pretrained else None
     except (OSError, ValueError):
         processor = None
     if processor is not None:
@@ -232,7 +236,8 @@ def create(name: str = "efficientnet_lite0", num_classes: int = 2, head: str = "
     elif name.startswith("tv:"):
         backbone, num_features, spec = _torchvision_backbone(name[3:], use_hub)
     elif name.startswith("hf:"):
-        backbone, num_features, spec, config_dict = _hf_backbone(name[3:], use_hub, hf_config)
+        with _hub_access(hf_config is None):  # model, config and processor: one check
+            backbone, num_features, spec, config_dict = _hf_backbone(name[3:], use_hub, hf_config)
         extra["hf_config"] = config_dict
     else:
         backbone, spec = _timm_backbone(name, use_hub)

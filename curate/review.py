@@ -23,8 +23,8 @@ STATUS_FILTERS = ("all", *STATUSES)
 FLAG_FILTERS = ("any", "flagged", "unflagged", *FLAGS)
 SORTS = {"oldest first": "id", "most flags first": "flags", "most suspicious first": "suspicion"}
 SHORTCUTS = (("a", "accept"), ("r", "reject"), ("u", "undo"), ("j / →", "next image"), ("k / ←", "previous image"),
-             ("x", "reset crop"), ("s", "relabel to the suggested label"), ("l", "go to the relabel box"), ("n / p", "next / previous grid page"),
-             ("drag on the image", "draw a crop box"))
+             ("x", "reset crop"), ("s", "relabel to the suggested label"), ("l", "go to the relabel box"),
+             ("n / p", "next / previous grid page"), ("drag on the image", "draw a crop box"))
 
 # Sort keys, ascending; every ordering puts pending images first and ends with the id so it is total.
 _SORT_SQL = {

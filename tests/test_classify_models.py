@@ -97,16 +97,7 @@ def test_hugging_face_model_from_a_local_folder(tmp_path):
     assert torch.allclose(model(x), rebuilt(x))
 
 
-def _hub_resolves() -> bool:
-    import socket
-    try:
-        socket.getaddrinfo("huggingface.co", 443)
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(_hub_resolves(), reason="huggingface.co resolves here: the no-network path cannot be exercised")
+@pytest.mark.skipif(models.hub_resolves(), reason="huggingface.co resolves here: the no-network path cannot be exercised")
 def test_hub_cache_still_loads_with_no_network(monkeypatch, tmp_path):
     # Going offline when the hub does not resolve must not lose weights already in the Hugging Face cache.
     import timm
