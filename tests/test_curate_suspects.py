@@ -12,7 +12,7 @@ from conftest import COLOURS, make_image
 from curate import CurateError
 from curate.__main__ import main
 from curate.quality import BLOCKING_FLAGS, accept_passing, flags_for_file
-from curate.suspects import find_suspects, list_by_suspicion, near_duplicate_pairs
+from curate.suspects import QUALITY_WEIGHTS, SuspectsConfig, find_suspects, list_by_suspicion, near_duplicate_pairs
 from curate.workspace import Workspace
 
 
@@ -61,6 +61,20 @@ def test_mislabeled_and_off_topic_rank_first(scored):
     assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
     assert scores[2] < by_id[wrong].score  # the clean images come clearly after
     assert report.probe_accuracy >= 0.8  # the probe learned the colours (the two planted images cannot agree)
+
+
+def test_off_topic_label_is_not_compounded(scored, tmp_path):
+    """An image far from every category is scored by that alone (weight off_topic_weight), not also by its label."""
+    ws_root, report, wrong, off = scored
+    by_id = {s.image_id: s for s in report.suspects}
+    assert by_id[off].suggested_label is None and "label" not in by_id[off].reason
+    shutil.copytree(ws_root, tmp_path / "ws")
+    with Workspace(tmp_path / "ws") as ws:
+        flags = ws.get(off).flags
+        halved = {s.image_id: s for s in find_suspects(ws, SuspectsConfig(off_topic_weight=0.5)).suspects}
+    expected = 1 - 0.5 * np.prod([1 - QUALITY_WEIGHTS.get(f, 0.0) for f in flags])  # noisy-OR of 0.5 and its flags
+    assert halved[off].score == pytest.approx(expected, abs=1e-6)
+    assert halved[off].score < halved[wrong].score == pytest.approx(by_id[wrong].score)
 
 
 def test_scores_are_stored_and_listed_in_order(scored):
