@@ -17,9 +17,14 @@ fractions of the clean train size, 20 % in all:
         24-40 px.
   Injected files get random 7-digit names like the originals, so file order gives nothing away.
 
+Data: by default 5-fold cross-fitting, so that all 1,100 food-dev images (train + valid) are scored once and every
+arm is compared on the same runs: the images of each class are dealt into 5 folds (seeded); run (fold f, seed s)
+trains on the other 4 folds (880 images, noise injected with noise seed f) and is scored on fold f (220). With
+`--folds 1`, food-dev's own train/valid split (the earlier setup: 220 valid images, 1 image = 0.45 points).
+
 Arms, each trained as `python -m classify train --data ARM --seed S` does (the CPU default: lite0 head on 4 cached
-views, under 1 min a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15) and scored on food-dev/valid:
-  (a) clean: food-dev/train as is;
+views, about 40 s a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15):
+  (a) clean: the fold's clean train as is;
   (b) noisy: the noisy folder as is;
   (c) auto: `import` into a workspace (drops byte duplicates), `dedup` (phash, 10 bits, per class), `accept`
       (blocking flags unreadable/too_small/near_blank stay pending and are left out), accepted images trained on;
@@ -28,22 +33,23 @@ views, under 1 min a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15) a
       off-topic images rejected; clean images accepted;
   (e) oracle: as (d), but the reviewer checks exactly the injected images left: the best any review can do through
       the workspace route (import, dedup, accept, export tree).
-Reported: valid accuracy per arm (mean over --seeds), share of the (a)-(b) gap recovered, and precision@K / recall@K
-of the suspicion ranking for the injected noise still present after (c), with a random order for comparison.
+Reported: valid accuracy per arm (mean ± standard error over the runs), share of the (a)-(b) gap recovered with a
+bootstrap interval over the paired runs, and precision@K / recall@K of the suspicion ranking for the injected noise
+still present after (c), with a random order for comparison. Runs are kept in --work/accuracy.json: the same command
+with the same --work resumes, and more --seeds add runs.
 
-Measured (bench/RESULTS.md, "## curation"): the ranking's top 10 % is 94 % injected noise, but with classify train's
-CPU default 20 % noise costs only 1.2 valid points (about one seed's standard deviation) and the reviewed arms do not
-measurably recover them (0 % at 10 %, 56 % at 20 %; the oracle 106 %): claim not met.
+Measured: see bench/RESULTS.md, "## curation".
 Requires the "bench" extra (scikit-image) and food-dev (PLATEKIT_FOOD_DEV).
 
-  python bench/curation.py                 # seeds 0 1 2, appends "## curation" to bench/RESULTS.md
-  python bench/curation.py --seeds 0 --no-record
+  python bench/curation.py --seeds 0 1 2   # 5 folds x 3 seeds x 7 arms, ~70 min; appends to bench/RESULTS.md
+  python bench/curation.py --folds 1 --seeds 0 --no-record
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import io
+import json
 import random
 import shutil
 import sys
@@ -183,13 +189,30 @@ def make_noisy(clean: Path, out: Path, seed: int = 0) -> dict[str, Truth]:
     return truth
 
 
-def _link_tree(records, ws_root: Path, dest: Path) -> None:
-    """dest/train/<category>/<id>.<ext> symlinks to the workspace originals, dest/valid → food-dev/valid."""
+def _link_tree(records, ws_root: Path, dest: Path, valid: Path) -> None:
+    """dest/train/<category>/<id>.<ext> symlinks to the workspace originals, dest/valid → valid."""
     for r in records:
         target = dest / "train" / r.category / f"{r.id}{Path(r.path).suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(ws_root / r.path)
-    (dest / "valid").symlink_to(FOOD_DEV / "valid")
+    (dest / "valid").symlink_to(valid)
+
+
+def split_folds(root: Path, out: Path, folds: int, seed: int) -> list[Path]:
+    """Pool root/train and root/valid per class, deal them into `folds` stratified folds; return one data root per
+    fold: out/fold<f>/{train,valid}/<class>/ symlinks, valid = fold f, train = the other folds."""
+    rng = random.Random(seed)
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    roots = [out / f"fold{f}" for f in range(folds)]
+    for c in classes:
+        files = sorted(p for split in ("train", "valid") for p in (root / split / c).iterdir())
+        rng.shuffle(files)
+        for k, path in enumerate(files):
+            for f, fold_root in enumerate(roots):
+                target = fold_root / ("valid" if k % folds == f else "train") / c / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(path.resolve())
+    return roots
 
 
 def _review(ws, truth: dict[str, Truth], ids: list[int]) -> None:
@@ -209,8 +232,9 @@ def _review(ws, truth: dict[str, Truth], ids: list[int]) -> None:
             ws.set_status(r.id, "accepted")
 
 
-def prepare(work: Path, noise_seed: int, budgets: list[int], progress: bool = True) -> tuple[dict[str, Path], dict]:
-    """Build the data folder of every arm; returns (arm → data root, ranking figures)."""
+def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_DEV,
+            progress: bool = True) -> tuple[dict[str, Path], dict]:
+    """Build the data folder of every arm from clean/{train,valid}; returns (arm → data root, ranking figures)."""
     from curate.dedup import dedup
     from curate.importer import import_images
     from curate.quality import accept_passing
@@ -218,11 +242,12 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], progress: bool = Tr
     from curate.workspace import Workspace
 
     noisy = work / "noisy"
-    truth = make_noisy(FOOD_DEV / "train", noisy, noise_seed)
-    roots = {"(a) clean": FOOD_DEV, "(b) noisy": work / "data-noisy"}
+    valid = clean / "valid"
+    truth = make_noisy(clean / "train", noisy, noise_seed)
+    roots = {"(a) clean": clean, "(b) noisy": work / "data-noisy"}
     (work / "data-noisy").mkdir()
     (work / "data-noisy" / "train").symlink_to(noisy)
-    (work / "data-noisy" / "valid").symlink_to(FOOD_DEV / "valid")
+    (work / "data-noisy" / "valid").symlink_to(valid)
 
     base = work / "ws-base"
     started = time.time()
@@ -256,13 +281,13 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], progress: bool = Tr
             _review(ws, truth, ids)
             accept_passing(ws)
             accepted = ws.list_images(status="accepted")
-        _link_tree(accepted, ws_root, work / f"data-arm{n}")
+        _link_tree(accepted, ws_root, work / f"data-arm{n}", valid)
         roots[arm] = work / f"data-arm{n}"
         figures.setdefault("train_images", {})[arm] = len(accepted)
         figures.setdefault("noise_in_train", {})[arm] = sum(truth[r.sha256].kind != "clean" and r.category != truth[r.sha256].label
                                                             or truth[r.sha256].kind in ("near_duplicate", "off_topic")
                                                             for r in accepted)  # a restored flip is clean again
-    figures["train_images"]["(a) clean"] = sum(1 for _ in (FOOD_DEV / "train").rglob("*.jpg"))
+    figures["train_images"]["(a) clean"] = sum(1 for _ in (clean / "train").rglob("*.jpg"))
     figures["train_images"]["(b) noisy"] = sum(1 for _ in noisy.rglob("*.jpg"))
     figures["noise_in_train"]["(a) clean"] = 0
     figures["noise_in_train"]["(b) noisy"] = sum(round(rate * figures["train_images"]["(a) clean"]) for rate in NOISE.values())
@@ -282,12 +307,43 @@ def train_arm(root: Path, out: Path, seed: int, quick: bool = False) -> float:
     return float(result.metrics["accuracy"])
 
 
+def _bootstrap_recovered(accuracy: dict[str, list[float]], arm: str, draws: int = 2000) -> tuple[float, float]:
+    """5th-95th percentile of the gap share recovered by `arm`, resampling the paired runs (fold, seed)."""
+    rng = np.random.default_rng(0)
+    a, b, d = (np.array(accuracy[x]) for x in ("(a) clean", "(b) noisy", arm))
+    picks = rng.integers(0, len(a), size=(draws, len(a)))
+    gap = a[picks].mean(1) - b[picks].mean(1)
+    share = (d[picks].mean(1) - b[picks].mean(1))[gap > 0] / gap[gap > 0]
+    return tuple(np.percentile(share, [5, 95])) if len(share) else (float("nan"), float("nan"))
+
+
+def _prepare_fold(work: Path, fold_root: Path, noise_seed: int, budgets: list[int]) -> tuple[dict[str, Path], dict]:
+    """prepare() once per folder: a re-run with the same --work reuses the arms (their figures are kept in JSON)."""
+    saved = work / "figures.json"
+    if saved.exists():
+        figures = json.loads(saved.read_text())
+        names = ["(a) clean", "(b) noisy", "(c) auto", *(f"(d) review {b} %" for b in budgets), "(e) oracle"]
+        roots = dict(zip(names, [fold_root, work / "data-noisy", *(work / f"data-arm{n}" for n in range(len(names) - 2))]))
+        figures["precision"] = {int(k): v for k, v in figures["precision"].items()}
+        figures["recall"] = {int(k): v for k, v in figures["recall"].items()}
+        return roots, figures
+    if work.exists():
+        shutil.rmtree(work)  # an interrupted prepare
+    work.mkdir(parents=True)
+    roots, figures = prepare(work, noise_seed, budgets, fold_root)
+    saved.write_text(json.dumps(figures))
+    return roots, figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (accuracy is their mean)")
-    parser.add_argument("--noise-seed", type=int, default=0)
+    parser.add_argument("--folds", type=int, default=5,
+                        help="cross-fit: pool food-dev train+valid and take each of K stratified folds as valid in turn "
+                             "(1: food-dev's own train/valid split)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds, each run on every fold")
+    parser.add_argument("--noise-seed", type=int, default=0, help="noise seed of fold 0 (fold f uses noise seed + f)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20], help="review budgets, %% of ranked images")
-    parser.add_argument("--work", help="keep the work folder here (default: a temporary folder)")
+    parser.add_argument("--work", help="keep the work folder here, and resume from it (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true",
                         help="train with views=2, epochs=15 instead of classify train's defaults (about half the time)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
@@ -299,37 +355,72 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="curation-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    roots, figures = prepare(work, args.noise_seed, args.budgets)
-    print(f"ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic steps: "
-          f"{figures['noise_left']} {figures['noise_by_kind']}; probe agreement {figures['probe_accuracy']:.3f}", flush=True)
-    accuracy: dict[str, list[float]] = {}
+    if args.folds > 1:
+        if not (work / "folds").exists():
+            split_folds(FOOD_DEV, work / "folds-tmp", args.folds, args.noise_seed)
+            (work / "folds-tmp").rename(work / "folds")
+        fold_roots = [work / "folds" / f"fold{f}" for f in range(args.folds)]
+    else:
+        fold_roots = [FOOD_DEV]
+    folds = []  # (roots, figures) per fold
+    for f, fold_root in enumerate(fold_roots):
+        roots, figures = _prepare_fold(work / f"fold{f}", fold_root, args.noise_seed + f, args.budgets)
+        folds.append((roots, figures))
+        print(f"fold {f}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
+              f"steps: {figures['noise_left']} {figures['noise_by_kind']}; probe agreement {figures['probe_accuracy']:.3f}; "
+              f"precision@K {figures['precision']}", flush=True)
+    done_file = work / "accuracy.json"
+    done = json.loads(done_file.read_text()) if done_file.exists() else {}
+    accuracy: dict[str, list[float]] = {}  # arm → one value per run, runs in the same (seed, fold) order for every arm
     for seed in args.seeds:
-        for k, (arm, root) in enumerate(roots.items()):
-            t0 = time.time()
-            accuracy.setdefault(arm, []).append(train_arm(root, work / "runs" / f"arm{k}-seed{seed}", seed, args.quick))
-            print(f"seed {seed} {arm}: {accuracy[arm][-1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
+        for f, (roots, _) in enumerate(folds):
+            for k, (arm, root) in enumerate(roots.items()):
+                key = f"fold {f} seed {seed} {arm}"
+                if key not in done:
+                    t0 = time.time()
+                    done[key] = train_arm(root, work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}", seed, args.quick)
+                    done_file.write_text(json.dumps(done, indent=1))
+                    print(f"{key}: {done[key]:.4f} ({time.time() - t0:.0f} s)", flush=True)
+                accuracy.setdefault(arm, []).append(done[key])
     mean = {arm: float(np.mean(v)) for arm, v in accuracy.items()}
     gap = mean["(a) clean"] - mean["(b) noisy"]
+    per_fold = lambda name, arm: np.mean([figures[name][arm] for _, figures in folds])  # noqa: E731
     rows = []
     for arm, values in accuracy.items():
-        recovered = "-" if arm in ("(a) clean", "(b) noisy") or gap <= 0 else f"{(mean[arm] - mean['(b) noisy']) / gap:.0%}"
         budget = int(arm.split()[-2]) if "%" in arm else None
-        rows.append([arm, figures["train_images"][arm], figures["noise_in_train"][arm], f"{mean[arm]:.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}", " ".join(f"{v:.3f}" for v in values), recovered,
-                     "-" if budget is None else f"{figures['precision'][budget]:.2f}",
-                     "-" if budget is None else f"{figures['recall'][budget]:.2f}"])
-    body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± sd", "per seed", "gap recovered", "precision@K", "recall@K"], rows)
-    notes = (f"Noise seed {args.noise_seed}; training seeds {' '.join(map(str, args.seeds))}; valid = food-dev/valid "
-             f"(220 images). After the automatic steps {figures['noise_left']} injected images were left among "
-             f"{figures['scored']} ranked ({figures['noise_by_kind']}); a random order finds noise with precision "
-             f"{figures['random_precision']:.2f}. Probe agreement with the noisy labels {figures['probe_accuracy']:.3f}; "
-             f"embedding + ranking took {figures['suspects_s']:.0f} s. Training: "
+        recovered = interval = "-"
+        if arm not in ("(a) clean", "(b) noisy") and gap > 0:
+            recovered = f"{(mean[arm] - mean['(b) noisy']) / gap:.0%}"
+            interval = "{:.0%} to {:.0%}".format(*_bootstrap_recovered(accuracy, arm))
+        rows.append([arm, f"{per_fold('train_images', arm):.0f}", f"{per_fold('noise_in_train', arm):.0f}",
+                     f"{mean[arm]:.4f} ± {np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0:.4f}",
+                     recovered, interval,
+                     "-" if budget is None else f"{np.mean([fig['precision'][budget] for _, fig in folds]):.2f}",
+                     "-" if budget is None else f"{np.mean([fig['recall'][budget] for _, fig in folds]):.2f}"])
+    body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± s.e.", "gap recovered",
+                  "90 % interval (bootstrap)", "precision@K", "recall@K"], rows)
+    runs = [f"fold {f} seed {s}" for s in args.seeds for f in range(len(folds))]
+    per_run = table(["run", *accuracy], [[run, *(f"{accuracy[arm][i]:.3f}" for arm in accuracy)] for i, run in enumerate(runs)])
+    kinds = {kind: sum(fig["noise_by_kind"][kind] for _, fig in folds) for kind in folds[0][1]["noise_by_kind"]}
+    split = (f"{len(folds)} stratified folds of food-dev train+valid (1,100 images; each fold's 220 are valid once, the "
+             f"other 880 are the clean train); noise seeds {args.noise_seed}-{args.noise_seed + len(folds) - 1}"
+             if len(folds) > 1 else f"food-dev train/valid as shipped (valid 220 images); noise seed {args.noise_seed}")
+    notes = (f"{split}; training seeds {' '.join(map(str, args.seeds))}: {len(runs)} paired runs per arm. After the "
+             f"automatic steps {sum(fig['noise_left'] for _, fig in folds)} injected images were left among "
+             f"{sum(fig['scored'] for _, fig in folds)} ranked, all folds together ({kinds}); a random order finds noise with "
+             f"precision {np.mean([fig['random_precision'] for _, fig in folds]):.2f}. Probe agreement with the noisy labels "
+             f"{np.mean([fig['probe_accuracy'] for _, fig in folds]):.3f}; embedding + ranking "
+             f"{np.mean([fig['suspects_s'] for _, fig in folds]):.0f} s a fold. Training: "
              f"{'lite0, freeze=all, views=2, epochs=15 (--quick)' if args.quick else 'classify train defaults'}; "
-             f"(e) oracle = every injected image still present fixed, the ceiling of the workspace route; total {time.time() - started:.0f} s.")
+             f"(e) oracle = every injected image still present fixed, the ceiling of the workspace route. Interval: 5th-95th "
+             f"percentile of the share recovered over 2,000 resamples of the paired runs. Total {time.time() - started:.0f} s.")
     print(body)
+    print(per_run)
     print(notes)
     if not args.no_record:
         with RESULTS.open("a") as f:
-            f.write(f"\n## curation\n\n### curation.py, {date.today()}\n\n{machine_line}\n\n{body}\n\n{notes}\n")
+            f.write(f"\n### curation.py, {date.today()}\n\n{machine_line}\n\n{body}\n\n{notes}\n\n"
+                    f"<details><summary>per run</summary>\n\n{per_run}\n\n</details>\n")
     return 0
 
 
