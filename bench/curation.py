@@ -372,6 +372,7 @@ def main() -> int:
     done_file = work / "accuracy.json"
     done = json.loads(done_file.read_text()) if done_file.exists() else {}
     accuracy: dict[str, list[float]] = {}  # arm → one value per run, runs in the same (seed, fold) order for every arm
+    position: dict[str, list[float]] = {}  # the same for -average position (mean rank of the true class, 1 = perfect)
     for seed in args.seeds:
         for f, (roots, _) in enumerate(folds):
             for k, (arm, root) in enumerate(roots.items()):
@@ -382,23 +383,29 @@ def main() -> int:
                     done_file.write_text(json.dumps(done, indent=1))
                     print(f"{key}: {done[key]:.4f} ({time.time() - t0:.0f} s)", flush=True)
                 accuracy.setdefault(arm, []).append(done[key])
+                metrics = json.loads((work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}" / "metrics.json").read_text())
+                position.setdefault(arm, []).append(-metrics["average_position"])  # negated: higher is better, like accuracy
     mean = {arm: float(np.mean(v)) for arm, v in accuracy.items()}
     gap = mean["(a) clean"] - mean["(b) noisy"]
     per_fold = lambda name, arm: np.mean([figures[name][arm] for _, figures in folds])  # noqa: E731
     rows = []
     for arm, values in accuracy.items():
         budget = int(arm.split()[-2]) if "%" in arm else None
-        recovered = interval = "-"
+        recovered = interval = by_position = "-"
         if arm not in ("(a) clean", "(b) noisy") and gap > 0:
             recovered = f"{(mean[arm] - mean['(b) noisy']) / gap:.0%}"
             interval = "{:.0%} to {:.0%}".format(*_bootstrap_recovered(accuracy, arm))
+        if arm not in ("(a) clean", "(b) noisy"):
+            share = (np.mean(position[arm]) - np.mean(position["(b) noisy"])) / (np.mean(position["(a) clean"]) - np.mean(position["(b) noisy"]))
+            by_position = "{:.0%} ({:.0%} to {:.0%})".format(share, *_bootstrap_recovered(position, arm))
         rows.append([arm, f"{per_fold('train_images', arm):.0f}", f"{per_fold('noise_in_train', arm):.0f}",
                      f"{mean[arm]:.4f} ± {np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0:.4f}",
-                     recovered, interval,
+                     recovered, interval, f"{-np.mean(position[arm]):.3f}", by_position,
                      "-" if budget is None else f"{np.mean([fig['precision'][budget] for _, fig in folds]):.2f}",
                      "-" if budget is None else f"{np.mean([fig['recall'][budget] for _, fig in folds]):.2f}"])
     body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± s.e.", "gap recovered",
-                  "90 % interval (bootstrap)", "precision@K", "recall@K"], rows)
+                  "90 % interval (bootstrap)", "average position", "its gap recovered (90 % interval)", "precision@K",
+                  "recall@K"], rows)
     runs = [f"fold {f} seed {s}" for s in args.seeds for f in range(len(folds))]
     per_run = table(["run", *accuracy], [[run, *(f"{accuracy[arm][i]:.3f}" for arm in accuracy)] for i, run in enumerate(runs)])
     kinds = {kind: sum(fig["noise_by_kind"][kind] for _, fig in folds) for kind in folds[0][1]["noise_by_kind"]}
