@@ -35,8 +35,8 @@ views, about 40 s a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15):
       the workspace route (import, dedup, accept, export tree).
 Reported: valid accuracy per arm (mean ± standard error over the runs), share of the (a)-(b) gap recovered with a
 bootstrap interval over the paired runs, and precision@K / recall@K of the suspicion ranking for the injected noise
-still present after (c), with a random order for comparison. Runs are kept in --work/accuracy.json: the same command
-with the same --work resumes, and more --seeds add runs.
+still present after (c), with a random order for comparison. Finished runs are kept in --work (their bundles'
+metrics.json): the same command with the same --work resumes, and more --seeds add runs.
 
 Measured: see bench/RESULTS.md, "## curation".
 Requires the "bench" extra (scikit-image) and food-dev (PLATEKIT_FOOD_DEV).
@@ -295,7 +295,7 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_
     return roots, figures
 
 
-def train_arm(root: Path, out: Path, seed: int, quick: bool = False) -> float:
+def train_arm(root: Path, out: Path, seed: int, quick: bool = False) -> None:
     from classify.train import RunConfig, train
 
     if quick:
@@ -303,35 +303,35 @@ def train_arm(root: Path, out: Path, seed: int, quick: bool = False) -> float:
                            seed=seed)
     else:  # what `python -m classify train --data ROOT --seed S` does
         config = RunConfig(data=str(root), out=str(out), seed=seed)
-    result = train(config)
-    return float(result.metrics["accuracy"])
+    train(config)  # writes out/metrics.json
 
 
-def _bootstrap_recovered(accuracy: dict[str, list[float]], arm: str, draws: int = 2000) -> tuple[float, float]:
-    """5th-95th percentile of the gap share recovered by `arm`, resampling the paired runs (fold, seed)."""
-    rng = np.random.default_rng(0)
-    a, b, d = (np.array(accuracy[x]) for x in ("(a) clean", "(b) noisy", arm))
-    picks = rng.integers(0, len(a), size=(draws, len(a)))
+def _recovered(values: dict[str, list[float]], arm: str, draws: int = 2000) -> tuple[float, float, float] | None:
+    """Share of the clean-vs-noisy gap that `arm` recovers (higher values better), with the 5th-95th percentile over
+    `draws` resamples of the paired runs (fold, seed); None when the gap is not positive."""
+    a, b, d = (np.array(values[x]) for x in ("(a) clean", "(b) noisy", arm))
+    if a.mean() <= b.mean():
+        return None
+    picks = np.random.default_rng(0).integers(0, len(a), size=(draws, len(a)))
     gap = a[picks].mean(1) - b[picks].mean(1)
     share = (d[picks].mean(1) - b[picks].mean(1))[gap > 0] / gap[gap > 0]
-    return tuple(np.percentile(share, [5, 95])) if len(share) else (float("nan"), float("nan"))
+    return ((d.mean() - b.mean()) / (a.mean() - b.mean()), *np.percentile(share, [5, 95]))
 
 
 def _prepare_fold(work: Path, fold_root: Path, noise_seed: int, budgets: list[int]) -> tuple[dict[str, Path], dict]:
-    """prepare() once per folder: a re-run with the same --work reuses the arms (their figures are kept in JSON)."""
-    saved = work / "figures.json"
+    """prepare() once per folder: a re-run with the same --work reuses the arms (roots and figures are kept in JSON)."""
+    saved = work / "prepared.json"
     if saved.exists():
-        figures = json.loads(saved.read_text())
-        names = ["(a) clean", "(b) noisy", "(c) auto", *(f"(d) review {b} %" for b in budgets), "(e) oracle"]
-        roots = dict(zip(names, [fold_root, work / "data-noisy", *(work / f"data-arm{n}" for n in range(len(names) - 2))]))
+        kept = json.loads(saved.read_text())
+        figures = kept["figures"]
         figures["precision"] = {int(k): v for k, v in figures["precision"].items()}
         figures["recall"] = {int(k): v for k, v in figures["recall"].items()}
-        return roots, figures
+        return {arm: Path(root) for arm, root in kept["roots"].items()}, figures
     if work.exists():
         shutil.rmtree(work)  # an interrupted prepare
     work.mkdir(parents=True)
     roots, figures = prepare(work, noise_seed, budgets, fold_root)
-    saved.write_text(json.dumps(figures))
+    saved.write_text(json.dumps({"roots": {arm: str(root) for arm, root in roots.items()}, "figures": figures}))
     return roots, figures
 
 
@@ -369,40 +369,37 @@ def main() -> int:
         print(f"fold {f}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
               f"steps: {figures['noise_left']} {figures['noise_by_kind']}; probe agreement {figures['probe_accuracy']:.3f}; "
               f"precision@K {figures['precision']}", flush=True)
-    done_file = work / "accuracy.json"
-    done = json.loads(done_file.read_text()) if done_file.exists() else {}
     accuracy: dict[str, list[float]] = {}  # arm → one value per run, runs in the same (seed, fold) order for every arm
     position: dict[str, list[float]] = {}  # the same for -average position (mean rank of the true class, 1 = perfect)
     for seed in args.seeds:
         for f, (roots, _) in enumerate(folds):
             for k, (arm, root) in enumerate(roots.items()):
-                key = f"fold {f} seed {seed} {arm}"
-                if key not in done:
-                    t0 = time.time()
-                    done[key] = train_arm(root, work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}", seed, args.quick)
-                    done_file.write_text(json.dumps(done, indent=1))
-                    print(f"{key}: {done[key]:.4f} ({time.time() - t0:.0f} s)", flush=True)
-                accuracy.setdefault(arm, []).append(done[key])
-                metrics = json.loads((work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}" / "metrics.json").read_text())
+                run = work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}"
+                trained = not (run / "metrics.json").exists()  # a finished run is kept: the same command resumes
+                t0 = time.time()
+                if trained:
+                    train_arm(root, run, seed, args.quick)
+                metrics = json.loads((run / "metrics.json").read_text())
+                if trained:
+                    print(f"fold {f} seed {seed} {arm}: {metrics['accuracy']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+                accuracy.setdefault(arm, []).append(metrics["accuracy"])
                 position.setdefault(arm, []).append(-metrics["average_position"])  # negated: higher is better, like accuracy
     mean = {arm: float(np.mean(v)) for arm, v in accuracy.items()}
-    gap = mean["(a) clean"] - mean["(b) noisy"]
-    per_fold = lambda name, arm: np.mean([figures[name][arm] for _, figures in folds])  # noqa: E731
+    per_fold = lambda name, key: np.mean([figures[name][key] for _, figures in folds])  # noqa: E731
     rows = []
     for arm, values in accuracy.items():
         budget = int(arm.split()[-2]) if "%" in arm else None
         recovered = interval = by_position = "-"
-        if arm not in ("(a) clean", "(b) noisy") and gap > 0:
-            recovered = f"{(mean[arm] - mean['(b) noisy']) / gap:.0%}"
-            interval = "{:.0%} to {:.0%}".format(*_bootstrap_recovered(accuracy, arm))
         if arm not in ("(a) clean", "(b) noisy"):
-            share = (np.mean(position[arm]) - np.mean(position["(b) noisy"])) / (np.mean(position["(a) clean"]) - np.mean(position["(b) noisy"]))
-            by_position = "{:.0%} ({:.0%} to {:.0%})".format(share, *_bootstrap_recovered(position, arm))
+            if (share := _recovered(accuracy, arm)) is not None:
+                recovered, interval = f"{share[0]:.0%}", "{:.0%} to {:.0%}".format(*share[1:])
+            if (share := _recovered(position, arm)) is not None:
+                by_position = "{:.0%} ({:.0%} to {:.0%})".format(*share)
         rows.append([arm, f"{per_fold('train_images', arm):.0f}", f"{per_fold('noise_in_train', arm):.0f}",
                      f"{mean[arm]:.4f} ± {np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0:.4f}",
                      recovered, interval, f"{-np.mean(position[arm]):.3f}", by_position,
-                     "-" if budget is None else f"{np.mean([fig['precision'][budget] for _, fig in folds]):.2f}",
-                     "-" if budget is None else f"{np.mean([fig['recall'][budget] for _, fig in folds]):.2f}"])
+                     "-" if budget is None else f"{per_fold('precision', budget):.2f}",
+                     "-" if budget is None else f"{per_fold('recall', budget):.2f}"])
     body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± s.e.", "gap recovered",
                   "90 % interval (bootstrap)", "average position", "its gap recovered (90 % interval)", "precision@K",
                   "recall@K"], rows)

@@ -256,17 +256,17 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
     for idx, r in enumerate(readable):
         signals = []  # (strength, reason)
         suggested = None
-        off_topic = s_away[idx] >= 0.5
-        if off_topic:  # it needs rejecting, not another label: its label's probability says nothing more
+        if s_away[idx] >= 0.5:  # off-topic: it needs rejecting, not another label; its label's probability says nothing more
             signals.append((config.off_topic_weight * s_away[idx], "far from every category"))
-        elif probabilities is not None:
-            top = int(probabilities[idx].argmax())
-            if top != labels[idx]:
-                suggested = categories[top]
-                signals.append((s_label[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
-            else:
-                signals.append((s_label[idx], f"unsure of its label ({given[idx]:.2f})"))
-        if not off_topic:  # far from every category implies far from its own: say only the stronger statement
+        else:
+            if probabilities is not None:
+                top = int(probabilities[idx].argmax())
+                if top != labels[idx]:
+                    suggested = categories[top]
+                    signals.append((s_label[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
+                else:
+                    signals.append((s_label[idx], f"unsure of its label ({given[idx]:.2f})"))
+            # far from every category implies far from its own: say only the stronger statement
             signals.append((s_away[idx], "far from every category") if s_away[idx] >= 0.3 else (s_far[idx], "far from its class"))
         for flag in r.flags:
             signals.append((QUALITY_WEIGHTS.get(flag, 0.0), flag.replace("_", " ")))
