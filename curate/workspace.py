@@ -35,7 +35,7 @@ from curate import CurateError
 MANIFEST = "manifest.sqlite"
 IMAGES_DIR = "images"
 STATUSES = ("pending", "accepted", "rejected", "duplicate")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migration N brings the schema from version N-1 to N; append, never edit a released one.
 MIGRATIONS: dict[int, str] = {
@@ -95,6 +95,13 @@ MIGRATIONS: dict[int, str] = {
         content TEXT NOT NULL,             -- sha256 and crop of what was embedded (a new crop invalidates it)
         vector BLOB NOT NULL,              -- float32, L2-normalized
         PRIMARY KEY (image_id, model)
+    )
+    """,
+    3: """
+    CREATE TABLE other_urls (              -- URLs that gave bytes already stored under another URL
+        url TEXT PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        created_at TEXT NOT NULL
     )
     """,
 }
@@ -327,7 +334,8 @@ class Workspace:
     def add_image(self, data: bytes, category: str, *, source: str, query: str | None = None,
                   source_url: str | None = None, info=None, flags: Sequence[str] = (),
                   phash: int | None = None, status: str = "pending") -> ImageRecord | None:
-        """Store image bytes as a new original and record it; None if identical bytes are already stored.
+        """Store image bytes as a new original and record it; None if identical bytes are already stored
+        (then `source_url` is remembered as another URL of that image, so `has_url` knows it).
 
         `info` is the curate.images.ImageInfo from validating `data` (validated here when None).
         The file is written under a temporary name and linked into place (never overwriting
@@ -338,8 +346,8 @@ class Workspace:
 
         _check_status(status)
         info = info if info is not None else inspect_bytes(data, min_size_px=1)
-        existing = self._query("SELECT id FROM images WHERE sha256 = ?", (info.sha256,))
-        if existing:
+        if self._query("SELECT 1 FROM images WHERE sha256 = ?", (info.sha256,)):
+            self._remember_url(source_url, info.sha256)
             return None
         folder = self.ensure_category(category)
         rel = f"{IMAGES_DIR}/{folder}/{info.sha256[:20]}.{info.extension}"
@@ -363,7 +371,8 @@ class Workspace:
         stamp = now()
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM images WHERE sha256 = ?", (info.sha256,)).fetchone():
-                return None  # another thread won the race with the same bytes
+                self._remember_url(source_url, info.sha256)  # another thread won the race with the same bytes
+                return None
             cur = db.execute(
                 "INSERT INTO images (path, category, status, source, query, source_url, sha256, phash, width,"
                 " height, bytes, format, flags, crop, duplicate_of, created_at, updated_at)"
@@ -390,8 +399,16 @@ class Workspace:
         where, params = _image_filter(category, status)
         return self._query(f"SELECT COUNT(*) FROM images{where}", params)[0][0]
 
+    def _remember_url(self, url: str | None, sha256: str) -> None:
+        if url is not None:
+            with self.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO other_urls SELECT ?, id, ? FROM images WHERE sha256 = ?"
+                           " AND source_url IS NOT ?", (url, now(), sha256, url))
+
     def has_url(self, url: str) -> bool:
-        return bool(self._query("SELECT 1 FROM images WHERE source_url = ? LIMIT 1", (url,)))
+        """Whether `url` gave an image already stored, as its own source or as a copy of another's bytes."""
+        return bool(self._query("SELECT 1 FROM images WHERE source_url = ? UNION ALL"
+                                " SELECT 1 FROM other_urls WHERE url = ? LIMIT 1", (url, url)))
 
     def has_sha256(self, sha256: str) -> bool:
         return bool(self._query("SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", (sha256,)))

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from curate import CurateError
-from curate.workspace import SCHEMA_VERSION, Workspace, folder_name
+from curate.workspace import MIGRATIONS, SCHEMA_VERSION, Workspace, folder_name
 
 
 def jpeg(seed=0, size=(160, 140)):
@@ -24,9 +24,12 @@ def test_add_and_read_back_record(tmp_path):
         assert ws.abspath(rec).read_bytes() == data
         assert (rec.width, rec.height, rec.bytes) == (160, 140, len(data))
         assert rec.flags == () and rec.crop is None and rec.duplicate_of is None
-        # Same bytes again: not stored twice, in any category.
+        # Same bytes again: not stored twice, in any category; the other URL is remembered as known.
         assert ws.add_image(data, "Other", source="import") is None
-        assert ws.count() == 1
+        assert not ws.has_url("http://x/2.jpg")
+        assert ws.add_image(data, "Pad Thai", source="urls", source_url="http://x/2.jpg") is None
+        assert ws.count() == 1 and ws.has_url("http://x/1.jpg") and ws.has_url("http://x/2.jpg")
+        assert ws.list_images(source_url="http://x/2.jpg") == []  # a known URL, not an image of its own
     # Reopen: persisted, schema versioned, WAL.
     with Workspace(tmp_path / "ws", create=False) as ws:
         assert ws.get(rec.id) == rec
@@ -49,6 +52,23 @@ def test_newer_schema_refused(tmp_path):
     db.close()
     with pytest.raises(CurateError, match="newer"):
         Workspace(tmp_path)
+
+
+def test_older_schema_is_migrated_in_place(tmp_path):
+    """A workspace written by the first release (schema v1) opens, keeps its rows and gains the newer tables."""
+    db = sqlite3.connect(tmp_path / "manifest.sqlite")
+    db.executescript(MIGRATIONS[1] + """;
+        CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+        INSERT INTO categories VALUES ('Ramen', 'ramen', '2026-01-01');
+        INSERT INTO images (path, category, source, source_url, sha256, width, height, bytes, format, created_at,
+                            updated_at)
+        VALUES ('images/ramen/a.jpg', 'Ramen', 'bing', 'http://x/a.jpg', 'abc', 10, 10, 100, 'JPEG', 'x', 'x');""")
+    db.close()
+    with Workspace(tmp_path, create=False) as ws:
+        assert ws.schema_version == SCHEMA_VERSION == 3
+        [rec] = ws.list_images()
+        assert rec.category == "Ramen" and rec.source_url == "http://x/a.jpg" and ws.has_url("http://x/a.jpg")
+        assert not ws.has_url("http://x/b.jpg")
 
 
 @pytest.mark.parametrize("name,folder", [("Pad Thai", "pad_thai"), ("phở", "phở"), ("../../etc", "etc"),
