@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from curate import CurateError
@@ -131,6 +132,17 @@ def cmd_accept(args, ws) -> int:
     return 0
 
 
+def cmd_undo(args, ws) -> int:
+    restored = ws.undo()
+    if not restored:
+        print("nothing to undo")
+        return 0
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(Counter(r.status for r in restored).items()))
+    what = f"#{restored[0].id}" if len(restored) == 1 else f"a bulk action on {len(restored)} images"
+    print(f"undone: {what}; now {statuses}")
+    return 0
+
+
 def cmd_suspects(args, ws) -> int:
     from curate.suspects import SuspectsConfig, find_suspects
 
@@ -230,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"leave images with this flag pending (repeatable; default: {', '.join(BLOCKING_FLAGS)})")
     which.add_argument("--all-flags-ok", action="store_true", help="accept whatever flags an image has")
     p.set_defaults(func=cmd_accept)
+
+    p = sub.add_parser("undo", help="take back the last review decision, or the whole of the last bulk action (accept, "
+                                    "bulk reject)")
+    p.set_defaults(func=cmd_undo)
 
     p = sub.add_parser("suspects", help="rank pending/accepted images by how likely they are wrong (stored for review)")
     p.add_argument("--top", type=int, metavar="K", help="print only the K most suspicious")

@@ -112,8 +112,7 @@ class AcceptReport:
 def accept_passing(ws, category: str | None = None, exclude_flags=BLOCKING_FLAGS) -> AcceptReport:
     """Accept every pending image without a flag in `exclude_flags` (duplicates are not pending, so never accepted).
 
-    Each acceptance is an ordinary logged decision (undo takes them back one by one); all are written in one
-    transaction.
+    Each acceptance is a logged decision, all in one transaction and one batch: one undo takes the whole run back.
     """
     unknown = sorted(set(exclude_flags) - set(FLAGS))
     if unknown:
@@ -123,7 +122,7 @@ def accept_passing(ws, category: str | None = None, exclude_flags=BLOCKING_FLAGS
     blocking = set(exclude_flags)
     accepted: dict[str, int] = {}
     held: dict[str, dict[str, int]] = {}
-    with ws.transaction():
+    with ws.batch():
         for record in ws.list_images(category=category, status="pending"):
             stops = [f for f in record.flags if f in blocking]
             if stops:

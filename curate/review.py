@@ -152,8 +152,9 @@ def duplicate_groups(ws: Workspace, category: str) -> list[tuple[ImageRecord, li
 
 
 def keep_instead(ws: Workspace, image_id: int) -> ImageRecord:
-    """Make a duplicate the kept image of its group: it takes the old kept one's status, the rest point at it."""
-    with ws.transaction():
+    """Make a duplicate the kept image of its group: it takes the old kept one's status, the rest point at it (one
+    batch: one undo restores the group)."""
+    with ws.batch():
         record = ws.get(image_id)
         if record.status != "duplicate" or record.duplicate_of is None:
             raise CurateError(f"image {image_id} is not a duplicate; it is already kept")
@@ -166,7 +167,8 @@ def keep_instead(ws: Workspace, image_id: int) -> ImageRecord:
 
 
 def decide_many(ws: Workspace, view: View, status: str, flag: str | None = None, max_id: int | None = None) -> int:
-    """Bulk decision in one transaction, each image logged: pending → accepted, or every image with `flag` → rejected.
+    """Bulk decision in one transaction and one batch (one undo takes it back): pending → accepted, or every image
+    with `flag` → rejected.
 
     `max_id` bounds it to images that existed when the user confirmed (a scrape may be adding more).
     """
@@ -180,7 +182,7 @@ def decide_many(ws: Workspace, view: View, status: str, flag: str | None = None,
         where += " AND id <= ?"
         params.append(max_id)
     ids = [r[0] for r in read_rows(ws, f"SELECT id FROM images WHERE {where}", params)]
-    with ws.transaction():
+    with ws.batch():
         for image_id in ids:
             ws.set_status(image_id, status)
     return len(ids)
@@ -525,11 +527,15 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         return relabel(view, image_id, page, record.suggested_label)
 
     def undo(view, image_id, page):
-        record = ws.undo()
-        if record is None:
+        restored = ws.undo()
+        if not restored:
             return render(view, _get(image_id), page, "nothing to undo")
+        record = restored[0]
         if record.category != view.category:
             view = View(record.category, view.status, view.flag, view.sort)
+        if len(restored) > 1:  # a bulk action: stay on the image shown, now restored with the others
+            shown = _get(image_id) if image_id in {r.id for r in restored} else record
+            return render(view, shown, page, f"undone: bulk action on {len(restored)} images")
         crop = f", crop {','.join(map(str, record.crop))}" if record.crop else ""
         return render(view, record, page, f"undone: #{record.id} is {record.status} in {record.category}{crop}")
 

@@ -11,6 +11,9 @@ Use it as a context manager::
         record = ws.add_file(path, "Pad Thai", source="import")
         ws.set_status(record.id, "accepted")
         ws.undo()                         # back to pending
+        with ws.batch():                  # one bulk action: one undo takes it all back
+            for r in ws.list_images(status="pending"):
+                ws.set_status(r.id, "accepted")
         ws.list_images(category="Pad Thai", status="pending", flag="blurry")
 
 Every public method is safe to call from several threads (a Gradio app, icrawler's downloader
@@ -102,7 +105,8 @@ MIGRATIONS: dict[int, str] = {
         url TEXT PRIMARY KEY,
         image_id INTEGER NOT NULL REFERENCES images(id),
         created_at TEXT NOT NULL
-    )
+    );
+    ALTER TABLE decisions ADD COLUMN batch INTEGER;         -- decisions of one bulk action share it: undone together
     """,
 }
 
@@ -224,6 +228,7 @@ class Workspace:
         (self.root / IMAGES_DIR).mkdir(exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
+        self._batch: int | None = None  # set inside `batch()`: the batch number of the decisions logged now
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so one call is one transaction.
             self._db = sqlite3.connect(manifest, isolation_level=None, check_same_thread=False, timeout=30)
@@ -437,9 +442,22 @@ class Workspace:
             assignments = ", ".join(f"{k} = ?" for k in new)
             db.execute(f"UPDATE images SET {assignments}, updated_at = ? WHERE id = ?", (*new.values(), stamp, image_id))
             if log:
-                db.execute("INSERT INTO decisions (action, image_id, old, new, created_at) VALUES (?, ?, ?, ?, ?)",
-                           (action, image_id, json.dumps(old), json.dumps(new), stamp))
+                db.execute("INSERT INTO decisions (action, image_id, old, new, created_at, batch) VALUES (?, ?, ?, ?, ?, ?)",
+                           (action, image_id, json.dumps(old), json.dumps(new), stamp, self._batch))
             return self.get(image_id)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction whose logged decisions form one bulk action: `undo` takes them back together."""
+        with self._lock, self.transaction() as db:
+            if self._batch is not None:  # nested: joins the outer batch
+                yield
+                return
+            self._batch = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM decisions").fetchone()[0]
+            try:
+                yield
+            finally:
+                self._batch = None
 
     def set_status(self, image_id: int, status: str, duplicate_of: int | None = None, log: bool = True) -> ImageRecord:
         """Set pending/accepted/rejected/duplicate (duplicate_of only kept for 'duplicate'). Logged for undo."""
@@ -466,24 +484,32 @@ class Workspace:
             self.ensure_category(category)
             return self._change(image_id, "relabel", {"category": category.strip()}, log)
 
-    def undo(self) -> ImageRecord | None:
-        """Revert the most recent decision not yet undone; returns the image as restored, or None."""
+    def undo(self) -> list[ImageRecord]:
+        """Revert the most recent decision not yet undone, or all of its bulk action (see `batch`); returns the images as
+        restored, most recent decision first, or [] when there is nothing to undo."""
         with self.transaction() as db:
-            row = db.execute("SELECT id, image_id, old FROM decisions WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
+            row = db.execute("SELECT id, batch FROM decisions WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
             if row is None:
-                return None
-            decision_id, image_id, old = row
-            old = json.loads(old)
-            assignments = ", ".join(f"{k} = ?" for k in old)
-            db.execute(f"UPDATE images SET {assignments}, updated_at = ? WHERE id = ?", (*old.values(), now(), image_id))
-            db.execute("UPDATE decisions SET undone = 1 WHERE id = ?", (decision_id,))
-            return self.get(image_id)
+                return []
+            decision_id, batch = row
+            rows = (db.execute("SELECT id, image_id, old FROM decisions WHERE undone = 0 AND batch = ? ORDER BY id DESC",
+                               (batch,)).fetchall() if batch is not None else
+                    db.execute("SELECT id, image_id, old FROM decisions WHERE id = ?", (decision_id,)).fetchall())
+            stamp, restored = now(), []
+            for decision_id, image_id, old in rows:
+                old = json.loads(old)
+                assignments = ", ".join(f"{k} = ?" for k in old)
+                db.execute(f"UPDATE images SET {assignments}, updated_at = ? WHERE id = ?", (*old.values(), stamp, image_id))
+                db.execute("UPDATE decisions SET undone = 1 WHERE id = ?", (decision_id,))
+                restored.append(image_id)
+            return [self.get(i) for i in restored]
 
     def decisions(self, limit: int = 50) -> list[dict]:
-        """Most recent decisions first: {id, action, image_id, old, new, created_at, undone}."""
-        rows = self._query("SELECT id, action, image_id, old, new, created_at, undone FROM decisions ORDER BY id DESC LIMIT ?", (limit,))
+        """Most recent decisions first: {id, action, image_id, old, new, created_at, undone, batch}."""
+        rows = self._query("SELECT id, action, image_id, old, new, created_at, undone, batch FROM decisions"
+                           " ORDER BY id DESC LIMIT ?", (limit,))
         return [{"id": r[0], "action": r[1], "image_id": r[2], "old": json.loads(r[3]), "new": json.loads(r[4]),
-                 "created_at": r[5], "undone": bool(r[6])} for r in rows]
+                 "created_at": r[5], "undone": bool(r[6]), "batch": r[7]} for r in rows]
 
     # -- pipeline writes (not logged) ------------------------------------------------------------
     def set_flags(self, image_id: int, flags: Sequence[str]) -> None:

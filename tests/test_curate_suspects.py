@@ -218,8 +218,8 @@ def test_accept_passing_respects_blocking_flags_and_is_undoable(mixed_ws):
     assert ws.get(ids["dup"]).status == "duplicate" and ws.get(ids["blank"]).status == "pending"
     decisions = ws.decisions()
     assert len(decisions) == 5 and {d["new"]["status"] for d in decisions} == {"accepted"}
-    ws.undo()
-    assert ws.count(status="accepted") == 4 and ws.count(status="pending") == 3
+    assert len(ws.undo()) == 5  # one undo takes the whole run back
+    assert ws.count(status="accepted") == 0 and ws.count(status="pending") == 7
 
 
 def test_accept_options(mixed_ws):
@@ -243,6 +243,15 @@ def test_accept_cli(mixed_ws, capsys):
     assert main(["--workspace", root, "accept", "--all-flags-ok"]) == 0
     assert "accepted 2 pending images; blocking flags: none" in capsys.readouterr().out
     assert ws.count(status="accepted") == 7
+    assert main(["--workspace", root, "undo"]) == 0  # the second accept, as one
+    assert capsys.readouterr().out.strip() == "undone: a bulk action on 2 images; now 2 pending"
+    assert ws.count(status="accepted") == 5
+    ws.set_status(ids["ok0"], "rejected")
+    assert main(["--workspace", root, "undo"]) == 0
+    assert capsys.readouterr().out.strip() == f"undone: #{ids['ok0']}; now 1 accepted"
+    assert main(["--workspace", root, "undo"]) == 0 and ws.count(status="accepted") == 0
+    capsys.readouterr()
+    assert main(["--workspace", root, "undo"]) == 0 and capsys.readouterr().out.strip() == "nothing to undo"
     run = subprocess.run([sys.executable, "-m", "curate", "--workspace", root, "accept", "--category", "pho"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.strip() == "curate: unknown category 'pho'"

@@ -95,17 +95,41 @@ def test_status_crop_relabel_and_undo(tmp_path):
         assert ws.relabel(a.id, "Pho").category == "Pho"
         assert ws.set_status(b.id, "duplicate", duplicate_of=a.id).duplicate_of == a.id
         assert [d["action"] for d in ws.decisions()] == ["status", "relabel", "crop", "status"]
-        assert ws.undo().duplicate_of is None and ws.get(b.id).status == "pending"
-        assert ws.undo().category == "Ramen"
-        assert ws.undo().crop is None
-        assert ws.undo().status == "pending"
-        assert ws.undo() is None
+        assert ws.undo()[0].duplicate_of is None and ws.get(b.id).status == "pending"
+        assert ws.undo()[0].category == "Ramen"
+        assert ws.undo()[0].crop is None
+        assert ws.undo()[0].status == "pending"
+        assert ws.undo() == []
         with pytest.raises(CurateError, match="unknown status"):
             ws.set_status(a.id, "maybe")
         with pytest.raises(CurateError, match="empty"):
             ws.set_crop(a.id, (50, 50, 50, 80))
         with pytest.raises(CurateError, match="no image"):
             ws.set_status(999, "accepted")
+
+
+def test_a_batch_is_undone_as_one(tmp_path):
+    with Workspace(tmp_path) as ws:
+        ids = [ws.add_image(jpeg(k), "Ramen", source="import").id for k in range(5)]
+        ws.set_status(ids[0], "rejected")
+        with ws.batch():
+            for image_id in ids[1:]:
+                ws.set_status(image_id, "accepted")
+            with ws.batch():  # nested: the same bulk action
+                ws.relabel(ids[4], "Pho")
+        ws.set_status(ids[1], "rejected")  # after the batch: its own decision
+        batches = [d["batch"] for d in ws.decisions()]
+        assert batches[0] is None and len(set(batches[1:6])) == 1 and batches[1] is not None and batches[6] is None
+        assert [r.id for r in ws.undo()] == [ids[1]] and ws.get(ids[1]).status == "accepted"
+        restored = ws.undo()  # the whole batch, most recent first
+        assert [r.id for r in restored] == [ids[4], ids[4], ids[3], ids[2], ids[1]]
+        assert [ws.get(i).status for i in ids] == ["rejected"] + ["pending"] * 4 and ws.get(ids[4]).category == "Ramen"
+        assert [r.id for r in ws.undo()] == [ids[0]] and ws.undo() == []
+        with pytest.raises(CurateError, match="no image"):
+            with ws.batch():  # a failed bulk action leaves nothing behind
+                ws.set_status(ids[2], "accepted")
+                ws.set_status(10_000, "accepted")
+        assert ws.get(ids[2]).status == "pending" and ws.undo() == []
 
 
 def test_list_filters_and_stats(tmp_path):
