@@ -6,12 +6,11 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 import requests
-from icrawler import Crawler, ImageDownloader
+from icrawler import Crawler, Feeder, ImageDownloader, Parser
 from icrawler.builtin.bing import BingFeeder, BingParser
-from icrawler.builtin.flickr import FlickrFeeder, FlickrParser
 from icrawler.builtin.greedy import GreedyFeeder, GreedyParser
 from icrawler.builtin.urllist import PseudoParser, UrlListFeeder
 from tqdm import tqdm
@@ -31,6 +30,10 @@ BROKEN_UPSTREAM = {
              "(hellock/icrawler#103, still open in 0.6.10)",
 }
 MAX_DOWNLOAD_BYTES = 30_000_000
+FLICKR_API = "https://api.flickr.com/services/rest/"
+# Flickr's direct photo URLs asked for in the search itself (no getSizes call per photo), largest first: url_l is
+# 1024 px on the long side, url_c 800, url_z 640, url_m 500 (https://www.flickr.com/services/api/misc.urls.html).
+FLICKR_SIZES = ("url_l", "url_c", "url_z", "url_m")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class _State:
         self.result = result
         self.target = target
         self.lock = threading.Lock()
+
+        self.refused: str | None = None  # the search API's own error message, if it answered with one
 
     def reject(self, reason: str) -> None:
         with self.lock:
@@ -213,6 +218,40 @@ def _bing_feeder(search_url: str):
     return Feeder
 
 
+def _flickr(api_url: str, apikey: str):
+    """Feeder and parser for flickr.photos.search, asking for direct photo URLs in the results (icrawler's own parser
+    calls getSizes once per photo and needs a size_preference it is not given through Crawler.crawl)."""
+
+    class FlickrFeeder(Feeder):
+        def feed(self, keyword, max_num):
+            params = {"method": "flickr.photos.search", "api_key": apikey, "text": keyword, "sort": "relevance",
+                      "content_type": 1, "media": "photos", "extras": ",".join(FLICKR_SIZES), "per_page": 100,
+                      "format": "json", "nojsoncallback": 1}
+            for page in range(1, min(max_num, 4000) // 100 + 2):
+                if self.signal.get("reach_max_num"):
+                    break
+                self.out_queue.put(f"{api_url}?{urlencode({**params, 'page': page})}")
+
+    class FlickrParser(Parser):
+        state: _State
+
+        def parse(self, response, **kwargs):
+            try:
+                content = response.json()
+            except ValueError:
+                content = {"stat": "fail", "message": "the answer is not JSON"}
+            if content.get("stat") != "ok":
+                self.state.refused = str(content.get("message") or content.get("stat"))
+                self.signal.set(reach_max_num=True)  # a bad key or a closed API: no further page will do better
+                return
+            for photo in content.get("photos", {}).get("photo", []):
+                url = next((photo[size] for size in FLICKR_SIZES if photo.get(size)), None)
+                if url:
+                    yield dict(file_url=url, meta={"id": photo.get("id"), "title": photo.get("title")})
+
+    return FlickrFeeder, FlickrParser
+
+
 def _crawler(engine: str, config: ScrapeConfig, category: str, query: str, need: int, known: int, urls: list[str]):
     """(crawler, feeder_kwargs, parser_kwargs) for one category."""
     if engine == "bing":
@@ -224,8 +263,9 @@ def _crawler(engine: str, config: ScrapeConfig, category: str, query: str, need:
         apikey = os.environ.get("FLICKR_APIKEY")
         if not apikey:
             raise CurateError("--engine flickr needs a Flickr API key in the FLICKR_APIKEY environment variable")
-        feeder, parser = FlickrFeeder, _counting(FlickrParser)
-        feed = dict(apikey=apikey, max_num=known + 3 * need, text=query)
+        feeder, parser = _flickr(config.search_url or FLICKR_API, apikey)
+        parser = _counting(parser)
+        feed = dict(keyword=query, max_num=known + 3 * need)
     elif engine == "greedy":
         if not query.startswith(("http://", "https://")):
             raise CurateError("--engine greedy crawls a site: give --query a URL such as 'https://example.com/{category}'")
@@ -237,9 +277,7 @@ def _crawler(engine: str, config: ScrapeConfig, category: str, query: str, need:
     crawler = Crawler(feeder_cls=feeder, parser_cls=parser, downloader_cls=WorkspaceDownloader,
                       downloader_threads=config.threads, log_level=logging.CRITICAL, storage={"root_dir": os.devnull})
     parser_kwargs = dict(queue_timeout=config.queue_timeout_s, req_timeout=config.timeout_s)
-    if engine == "flickr":
-        parser_kwargs["apikey"] = feed["apikey"]
-    elif engine == "greedy":
+    if engine == "greedy":
         parser_kwargs["domains"] = feed["domains"]
     return crawler, feed, parser_kwargs
 
@@ -290,7 +328,9 @@ def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeCo
         crawler.crawl(feeder_kwargs=feed, parser_kwargs=parser_kwargs,
                       downloader_kwargs=dict(max_num=0, queue_timeout=config.queue_timeout_s, req_timeout=config.timeout_s))
         if result.total < config.per_class:
-            if config.engine != "urls" and result.pages == 0:
+            if state.refused:
+                result.message = f"{config.engine} refused the search: {state.refused}"
+            elif config.engine != "urls" and result.pages == 0:
                 result.message = "search engine unreachable or refused every result page"
             elif config.engine != "urls" and result.results == 0:
                 result.message = "the search returned no results"

@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from PIL import Image
@@ -76,6 +77,19 @@ def server():
                     body = (f'<html><img src="http://127.0.0.1:{port}/img/good4.jpg"><a href="/img/good5.jpg">x</a>'
                             f'<a href="/site/ramen/more.html">more</a><a href="javascript:void(0)">js</a></html>').encode()
                 ctype = "text/html"
+            elif self.path.startswith("/services/rest/"):  # Flickr's REST API: flickr.photos.search
+                port = self.server.server_address[1]
+                query = parse_qs(urlparse(self.path).query)
+                if query.get("api_key") != ["good-key"]:
+                    answer = {"stat": "fail", "code": 100, "message": "Invalid API Key (Key has invalid format)"}
+                else:
+                    page = int(query["page"][0])
+                    names = ["good4", "good5", "truncated", "good6"] if page == 1 else []
+                    photos = [{"id": str(k), "title": name, "url_z": f"http://127.0.0.1:{port}/img/{name}.jpg"}
+                              for k, name in enumerate(names)]
+                    photos.append({"id": "99", "title": "no size offered"})  # skipped, not an error
+                    answer = {"stat": "ok", "photos": {"page": page, "pages": 1, "photo": photos}}
+                body, ctype = json.dumps(answer).encode(), "application/json"
             elif self.path.startswith("/empty-search"):
                 body, ctype = b"<html><body>no results</body></html>", "text/html"
             elif self.path.startswith("/img/"):
@@ -211,3 +225,23 @@ def test_flickr_needs_an_api_key(tmp_path, monkeypatch):
     monkeypatch.delenv("FLICKR_APIKEY", raising=False)
     with Workspace(tmp_path / "ws") as ws, pytest.raises(CurateError, match="FLICKR_APIKEY"):
         scrape(ws, ["Pho"], ScrapeConfig(engine="flickr"))
+
+
+def test_flickr_engine_end_to_end(tmp_path, server, monkeypatch):
+    """flickr.photos.search on a local REST endpoint: direct URLs from the search's extras, validated like any
+    download; a refused key is reported in the API's own words."""
+    base, hits = server
+    with Workspace(tmp_path / "ws") as ws:
+        monkeypatch.setenv("FLICKR_APIKEY", "good-key")
+        result = scrape(ws, ["Pho"], config(base, engine="flickr", search_url=f"{base}/services/rest/",
+                                            per_class=5)).categories[0]
+        assert result.downloaded == 3 and result.rejected == {"truncated": 1} and result.results == 4
+        assert result.message == "only 3 of 5 usable images found"
+        search = next(h for h in hits if h.startswith("/services/rest/"))
+        assert {"method": ["flickr.photos.search"], "text": ["Pho food"]}.items() <= parse_qs(urlparse(search).query).items()
+        assert sorted(r.source_url.rsplit("/", 1)[1] for r in ws.list_images()) == ["good4.jpg", "good5.jpg", "good6.jpg"]
+        assert {r.source for r in ws.list_images()} == {"flickr"}
+        monkeypatch.setenv("FLICKR_APIKEY", "bad-key")
+        refused = scrape(ws, ["Ramen"], config(base, engine="flickr", search_url=f"{base}/services/rest/")).categories[0]
+        assert refused.downloaded == 0
+        assert refused.message == "flickr refused the search: Invalid API Key (Key has invalid format)"
