@@ -106,8 +106,12 @@ def screenshot(out: Path, browser, tmp: Path) -> None:
     food = ROOT.parent / "shared" / "data" / "food-dev" / "train"
     with Workspace(tmp) as ws:
         if food.is_dir():
-            for name in sorted(os.listdir(food))[:3]:
-                for path in sorted((food / name).iterdir())[:14]:
+            names = sorted(os.listdir(food))[:3]
+            for name in names:
+                paths = sorted((food / name).iterdir())[:14]
+                if name == names[0]:  # a scraped photo of the second dish, fifth in the first: what suspects finds
+                    paths.insert(4, sorted((food / names[1]).iterdir())[20])
+                for path in paths:
                     ws.add_image(path.read_bytes(), name.replace("_", " "), source="bing", query=f"{name} food",
                                  source_url=f"https://images.example.com/{name}/{path.name}")
         else:
@@ -121,6 +125,11 @@ def screenshot(out: Path, browser, tmp: Path) -> None:
         ws.set_status(first[3].id, "rejected")
         target = first[4]
         ws.set_crop(target.id, (target.width // 8, target.height // 8, target.width * 7 // 8, target.height * 7 // 8))
+    if food.is_dir():
+        from curate.suspects import find_suspects
+
+        with Workspace(tmp) as ws:
+            find_suspects(ws)
     app = launch(tmp, port=None, open_browser=False, block=False, quiet=True)
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})

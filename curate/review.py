@@ -444,6 +444,12 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
     def view_of(category, status, flag, sort) -> View:
         return View(category or "", status or "all", flag or "any", SORTS.get(sort, "id"))
 
+    def suggest_label(record: ImageRecord | None) -> str:
+        """The suggestion button names the label it would give (`curate suspects` stores it)."""
+        if record is None or not record.suggested_label or record.suggested_label == record.category:
+            return "Use suggestion (s): none"
+        return f"Use suggestion (s): {record.suggested_label}"
+
     def render(view: View, record: ImageRecord | None, page: int, message: str, error: bool = False):
         """Every output of the main view, in OUTPUTS order."""
         names = categories()
@@ -470,6 +476,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
             message_html(message, error),
             ",".join(map(str, record.crop)) if record is not None and record.crop else "",
             gr.Dropdown(choices=names, value=None),
+            gr.Button(value=suggest_label(record)),
         )
 
     def run(fn, category, status, flag, sort, image_id, page, *args):
@@ -676,7 +683,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
 
         filters = [category, status, flag, sort, image_id, page]
         outputs = [category, progress, view_html, meta, crop_preview, grid, page_label, image_id, page, message,
-                   crop_box, relabel_to]
+                   crop_box, relabel_to, suggest_btn]
         fast = dict(show_progress="hidden", queue=False)
 
         def on(fn, *extra):

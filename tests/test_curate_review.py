@@ -218,10 +218,12 @@ def test_suggested_label_is_shown_and_taken_with_one_key(page, workspace):
     assert shown_id(page) == ids[0]
     meta = page.inner_text("#rv-meta")
     assert "suggests ramen" in meta and "looks like ramen (0.91)" in meta
+    assert page.inner_text("#rv-suggest").strip() == "Use suggestion (s): ramen"  # the button names what it does
     page.keyboard.press("s")
     wait_message(page, f"#{ids[0]} relabelled to ramen")
     assert manifest(workspace, ids[0]).category == "ramen"
     assert shown_id(page) == ids[1]  # on to the next pending image of the category
+    assert page.inner_text("#rv-suggest").strip() == "Use suggestion (s): none"
     page.keyboard.press("s")  # no suggestion for this one: a message, nothing changes
     wait_message(page, "no suggested label")
     assert manifest(workspace, ids[1]).category == "gyoza"
