@@ -306,6 +306,11 @@ def train_arm(root: Path, out: Path, seed: int, quick: bool = False) -> None:
     train(config)  # writes out/metrics.json
 
 
+def arm_key(arm: str) -> str:
+    """'(d) review 10 %' → 'review10', '(a) clean' → 'clean': the arm's name on the command line."""
+    return arm.split(") ", 1)[1].replace(" %", "").replace(" ", "")
+
+
 def _recovered(values: dict[str, list[float]], arm: str, draws: int = 2000) -> tuple[float, float, float] | None:
     """Share of the clean-vs-noisy gap that `arm` recovers (higher values better), with the 5th-95th percentile over
     `draws` resamples of the paired runs (fold, seed); None when the gap is not positive."""
@@ -346,8 +351,15 @@ def main() -> int:
     parser.add_argument("--work", help="keep the work folder here, and resume from it (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true",
                         help="train with views=2, epochs=15 instead of classify train's defaults (about half the time)")
+    parser.add_argument("--arms", nargs="+", metavar="ARM",
+                        help="train only these arms besides clean and noisy (which every gap needs): auto, review5 "
+                             "(one per --budgets value), oracle; e.g. --arms review10 to add seeds where the target is "
+                             "read (default: all)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    known = {"auto", "oracle", *(f"review{b}" for b in args.budgets)}
+    if args.arms and (unknown := set(args.arms) - known):
+        parser.error(f"unknown arm {sorted(unknown)[0]!r}: choose from {', '.join(sorted(known))}")
     if not (FOOD_DEV / "train").is_dir():
         print(f"bench: food-dev not found at {FOOD_DEV} (set PLATEKIT_FOOD_DEV)", file=sys.stderr)
         return 2
@@ -374,6 +386,8 @@ def main() -> int:
     for seed in args.seeds:
         for f, (roots, _) in enumerate(folds):
             for k, (arm, root) in enumerate(roots.items()):
+                if args.arms and arm_key(arm) not in {"clean", "noisy", *args.arms}:
+                    continue
                 run = work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}"
                 trained = not (run / "metrics.json").exists()  # a finished run is kept: the same command resumes
                 t0 = time.time()
