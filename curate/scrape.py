@@ -115,7 +115,6 @@ class _State:
         self.result = result
         self.target = target
         self.lock = threading.Lock()
-
         self.refused: str | None = None  # the search API's own error message, if it answered with one
 
     def reject(self, reason: str) -> None:
