@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,9 +12,12 @@ from curate import CurateError
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
+    """Plain-text table: numeric columns right-aligned, text columns (and the first) left-aligned."""
     cells = [headers] + [[str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
+    numeric = [i > 0 and all(re.fullmatch(r"[-+]?[\d.,/%]+|-", r[i]) for r in cells[1:]) for i in range(len(headers))]
+    lines = ["  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+             for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
