@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
+import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -268,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args, ws)
     except CurateError as err:
         print(f"curate: {err}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as err:  # disk full, read-only or locked manifest: the transaction in flight rolled back
+        print(f"curate: the manifest refused the change ({err}); what was recorded before is kept, re-run to carry on",
+              file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full or permissions while writing files (export, thumbnails)
+        # ENOSPC names whichever file the copy had open (often the source): say nothing of it
+        where = f" ({err.filename})" if err.filename and err.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"curate: {err.strerror or err}{where}; nothing half-written is kept, re-run to carry on", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("curate: interrupted; re-run the same command to carry on", file=sys.stderr)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,7 @@ class _State:
         self.target = target
         self.lock = threading.Lock()
         self.refused: str | None = None  # the search API's own error message, if it answered with one
+        self.failed: str | None = None  # why the workspace could not store an image; ends the scrape
 
     def reject(self, reason: str) -> None:
         with self.lock:
@@ -174,8 +176,13 @@ class WorkspaceDownloader(ImageDownloader):
             if state.result.total >= state.target:
                 self.signal.set(reach_max_num=True)
                 return False
-            record = self.ws.add_image(data, self.category, source=self.engine, query=self.query,
-                                       source_url=url, info=info, flags=flags)
+            try:
+                record = self.ws.add_image(data, self.category, source=self.engine, query=self.query,
+                                           source_url=url, info=info, flags=flags)
+            except (CurateError, sqlite3.Error) as err:  # the workspace cannot take more (disk full, ...): stop
+                state.failed = str(err) if isinstance(err, CurateError) else f"the manifest refused a new image: {err}"
+                self.signal.set(reach_max_num=True)
+                return False
             if record is None:
                 state.result.already_present += 1  # identical bytes under another URL
                 return False
@@ -326,6 +333,10 @@ def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeCo
         crawler.parser.state = state
         crawler.crawl(feeder_kwargs=feed, parser_kwargs=parser_kwargs,
                       downloader_kwargs=dict(max_num=0, queue_timeout=config.queue_timeout_s, req_timeout=config.timeout_s))
+        if state.failed:
+            kept = sum(x.downloaded for x in results)
+            raise CurateError(f"{state.failed}; kept the {kept} image{'' if kept == 1 else 's'} downloaded before, "
+                              "re-run to carry on")
         if result.total < config.per_class:
             if state.refused:
                 result.message = f"{config.engine} refused the search: {state.refused}"

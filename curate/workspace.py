@@ -236,6 +236,8 @@ class Workspace:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+        except sqlite3.OperationalError as err:  # full or read-only disk, locked: the file itself may be fine
+            raise CurateError(f"cannot open {manifest}: {err} (is the disk full, read-only or busy?)") from None
         except sqlite3.DatabaseError as err:
             raise CurateError(f"{manifest} is not a usable manifest: {err}") from None
 
@@ -363,16 +365,18 @@ class Workspace:
                 raise CurateError(f"{rel} exists with other content; not overwriting it")
         else:
             tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
                 os.link(tmp, target)  # fails rather than overwrite
             except FileExistsError:
                 pass
+            except OSError as err:  # disk full, read-only, quota: nothing of this image is kept
+                raise CurateError(f"cannot store images in {target.parent}: {err.strerror or err}") from None
             finally:
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
         stamp = now()
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM images WHERE sha256 = ?", (info.sha256,)).fetchone():

@@ -68,3 +68,34 @@ def food_dev() -> Path:
     if not (FOOD_DEV / "train").is_dir():
         pytest.skip(f"real food photos not found at {FOOD_DEV} (set PLATEKIT_FOOD_DEV)")
     return FOOD_DEV
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, nearly full disk: a tmpfs mounted under tmp_path (needs root or CAP_SYS_ADMIN, else skipped).
+
+    Call it with a size in KiB; it returns the mount point. Unmounted at the end of the test.
+    """
+    import subprocess
+
+    mounts = []
+
+    def mount(kib: int) -> Path:
+        point = tmp_path / f"disk{len(mounts)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'not permitted'})")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def fill_disk(point: Path, leave_kib: int) -> None:
+    """Fill the filesystem of `point` up to `leave_kib` KiB of free space."""
+    stat = os.statvfs(point)
+    free = stat.f_bavail * stat.f_frsize
+    (point / "filler").write_bytes(b"\0" * max(0, free - leave_kib * 1024))
