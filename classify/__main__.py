@@ -93,12 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from safetensors import SafetensorError
+
     warnings.filterwarnings("ignore")
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ClassifyError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, SafetensorError) as error:  # a full disk or no write permission while writing results
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+        print(f"error: {detail}{where}" + ("; free some space and re-run (train: add --resume)"
+                                            if "No space left" in detail else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; `train --resume` carries on from the last finished epoch", file=sys.stderr)

@@ -37,6 +37,16 @@ def test_bad_training_inputs(tmp_path):
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
+def test_full_disk_while_writing_the_run(tmp_path, small_disk):
+    data = make_imagefolder(tmp_path / "d", per_class=(4, 2, 0))
+    disk = small_disk(1024)  # the lite0 weights alone are 13 MB
+    result = run("train", "--data", data, "--out", disk / "run", "--freeze", "all", "--epochs", "1", "--views", "1",
+                 "--image-size", "64")
+    assert_one_line_error(result, "No space left on device")
+    assert "--resume" in result.stderr
+    assert not (disk / "run" / "model.safetensors").exists()
+
+
 def test_bad_model_folder(tmp_path, trained_bundle):
     (tmp_path / "empty_run").mkdir()
     image = make_image(tmp_path / "a.jpg", (1, 2, 3), 0)
