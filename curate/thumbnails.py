@@ -31,11 +31,15 @@ def cached_copy(ws: Workspace, record: ImageRecord, size_px: int) -> Path | None
     except (InvalidImage, OSError):
         return None
     image.thumbnail((size_px, size_px), Image.Resampling.LANCZOS)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # write then rename: two requests making the same copy never leave a half-written file behind
     tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
-    image.save(tmp, "JPEG", quality=85)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(tmp, "JPEG", quality=85)
+        os.replace(tmp, path)
+    except OSError:  # a full or read-only disk: shown as missing, the review itself goes on
+        tmp.unlink(missing_ok=True)
+        return None
     return path
 
 

@@ -87,3 +87,18 @@ def test_scrape_stops_when_the_workspace_disk_is_full(tmp_path, small_disk, serv
                   "--timeout", "2")
     assert out.returncode == 0, out.stderr
     assert stored(ws) == 7 > partial
+
+
+def test_thumbnails_on_a_full_disk_are_missing_not_errors(tmp_path, small_disk):
+    from curate.thumbnails import cached_copy
+
+    noise_jpegs(tmp_path / "src" / "pho", 2)
+    disk = small_disk(2048)
+    assert run_cli("--workspace", str(disk / "ws"), "import", str(tmp_path / "src"), "--category", "pho").returncode == 0
+    with Workspace(disk / "ws", create=False) as ws:  # opened while there is room, as the review UI would be
+        record = ws.list_images()[0]
+        fill_disk(disk, leave_kib=0)
+        assert cached_copy(ws, record, 256) is None  # the grid shows it as missing; the review goes on
+        assert not list((disk / "ws").rglob(".tmp-*"))
+        (disk / "filler").unlink()
+        assert cached_copy(ws, record, 256).is_file()
