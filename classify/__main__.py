@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 from dataclasses import fields
 
 from classify import ClassifyError
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="top-k classes for images")
     predict.add_argument("--model", required=True, help="run folder (model bundle)")
-    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("images", nargs="+", help="image files, or folders (their images, recursively, in name order)")
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--json", action="store_true", help="print JSON lines: one object per image")
 
@@ -165,9 +166,20 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import classify
 
+    from classify.data import images_in
+
+    paths = []
+    for given in args.images:
+        if Path(given).is_dir():
+            found = images_in(Path(given))
+            if not found:
+                raise ClassifyError(f"no images in folder {given}")
+            paths += [str(p) for p in found]
+        else:
+            paths.append(given)
     predictor = classify.load(args.model)
     failed = 0
-    for path in args.images:
+    for path in paths:
         try:
             top = predictor.predict(path, k=args.top_k)
         except ClassifyError as error:

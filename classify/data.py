@@ -39,7 +39,8 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, in path order."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
@@ -64,7 +65,7 @@ def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) ->
     rng = random.Random(seed)
     train, valid = [], []
     for label, name in enumerate(classes):
-        files = _images_in(root / name)
+        files = images_in(root / name)
         if not files:
             raise ClassifyError(f"class {name!r} has no images in {root / name}")
         rng.shuffle(files)
@@ -86,7 +87,7 @@ def _samples(folder: Path, classes: tuple[str, ...], split: str) -> tuple[Sample
         raise ClassifyError(f"{split}/ has classes missing from train/: {', '.join(sorted(unknown))}")
     samples = []
     for label, name in enumerate(classes):
-        files = _images_in(folder / name) if (folder / name).is_dir() else []
+        files = images_in(folder / name) if (folder / name).is_dir() else []
         if not files and split == "train":
             raise ClassifyError(f"class {name!r} has no images in {folder / name}; add some or remove the folder")
         samples += [Sample(p, label) for p in files]

@@ -121,7 +121,7 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     unknown = [name for name in folders if name not in classes]
     if unknown:
         raise ClassifyError(f"{split} has classes the model does not know: {', '.join(unknown[:5])}")
-    samples = [D.Sample(path, classes.index(name)) for name in folders for path in D._images_in(split / name)]
+    samples = [D.Sample(path, classes.index(name)) for name in folders for path in D.images_in(split / name)]
     if not samples:
         raise ClassifyError(f"no images found under {split}")
     cache = D.load_cache(samples, predictor.cache_size, progress=progress, desc="decode")

@@ -27,7 +27,7 @@ class ExportReport:
 
 def _check_images(predictor, check_data) -> torch.Tensor:
     folder = Path(check_data) if check_data else predictor.run_dir / "examples"
-    paths = D._images_in(folder) if folder.is_dir() else []
+    paths = D.images_in(folder) if folder.is_dir() else []
     if not paths:
         raise ClassifyError(f"no images to check the export on in {folder}; pass --check-data FOLDER")
     cache = D.load_cache([D.Sample(p, 0) for p in paths[:32]], predictor.cache_size)

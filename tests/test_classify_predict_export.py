@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnxruntime
 import pytest
@@ -58,6 +59,22 @@ def test_predict_cli_json(trained_bundle, tiny_data_session, tmp_path):
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [len(line["predictions"]) for line in lines] == [2, 2]
     assert all(line["predictions"][0]["label"] == "red_soup" for line in lines)
+
+
+def test_predict_cli_folder(trained_bundle, tiny_data_session, tmp_path):
+    folder = tiny_data_session / "test"  # class folders inside: every image, recursively, in path order
+    expected = sorted(str(p) for p in folder.rglob("*.jpg"))
+    run = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle), "--json",
+                          str(folder)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["image"] for line in lines] == expected
+    right = sum(line["predictions"][0]["label"] == Path(line["image"]).parent.name for line in lines)
+    assert right >= 0.8 * len(lines)
+    (tmp_path / "empty").mkdir()
+    run = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle),
+                          str(tmp_path / "empty")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.strip() == f"error: no images in folder {tmp_path / 'empty'}"
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
