@@ -614,6 +614,21 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
             text = f"rejected {n} images flagged {pending['flag']}"
         return render(target, first(target), 0, text)
 
+    def score(category, status, flag, sort, image_id, page):
+        """`curate suspects` from the page: score every pending/accepted image (new ones embedded), order by it."""
+        from curate.suspects import find_suspects
+
+        view = view_of(category, status, flag, "most suspicious first")
+        try:
+            report = find_suspects(ws)
+        except CurateError as err:
+            return (*render(view_of(category, status, flag, sort), _get(image_id), page, str(err), error=True),
+                    gr.Dropdown())
+        agree = "" if report.probe_accuracy is None else f"; the probe agrees with {report.probe_accuracy:.0%} of labels"
+        text = f"ranked {len(report.suspects)} images ({report.embedded} newly embedded){agree}: most suspicious first"
+        return (*render(view, first(view), 0, text),
+                gr.Dropdown(choices=sort_labels, value="most suspicious first"))
+
     def switch_kept(category, dup_page, keep_id):
         try:
             record = keep_instead(ws, int(keep_id))
@@ -633,6 +648,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
             flag = gr.Dropdown(label="Quality flag", choices=list(FLAG_FILTERS), value="any", elem_id="rv-flag")
             sort = gr.Dropdown(label="Order (pending first)", choices=[s for s in sort_labels if SORTS[s] != "suspicion"
                                or has_suspicion(ws)], value=sort_labels[0], elem_id="rv-sort")
+            score_btn = gr.Button("Rank suspects", elem_id="rv-score", size="sm", scale=0)
         progress = gr.HTML(elem_id="rv-progress")
         with gr.Tabs():
             with gr.Tab("Review", id="review"):
@@ -706,6 +722,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         next_btn.click(on(move, True), filters, outputs, **fast)
         relabel_btn.click(on(relabel), [*filters, relabel_to], outputs, **fast)
         suggest_btn.click(on(use_suggestion), filters, outputs, **fast)
+        score_btn.click(score, filters, [*outputs, sort], show_progress="minimal")  # queued: embedding takes a while
         view_html.edit(with_event(crop_drawn, "image_id", "box"), filters, outputs, **fast)
         crop_btn.click(on(crop_typed), [*filters, crop_box], outputs, **fast)
         crop_box.submit(on(crop_typed), [*filters, crop_box], outputs, **fast)

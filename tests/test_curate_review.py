@@ -232,6 +232,38 @@ def test_suggested_label_is_shown_and_taken_with_one_key(page, workspace):
     assert manifest(workspace, ids[0]).category == "gyoza"
 
 
+def test_rank_suspects_from_the_page(browser, tmp_path):
+    from conftest import COLOURS, make_image
+
+    root = tmp_path / "ws"
+    with Workspace(root) as ws:
+        for k, (name, colour) in enumerate(COLOURS.items()):
+            for i in range(8):
+                ws.add_image(make_image(tmp_path / "src" / f"{k}-{i}.jpg", colour, 10 * k + i).read_bytes(), name,
+                             source="import")
+        wrong = ws.add_image(make_image(tmp_path / "src" / "wrong.jpg", COLOURS["red_soup"], 99).read_bytes(),
+                             "blue_cheese", source="import")  # a red soup filed under blue cheese
+    app = launch(root, port=None, open_browser=False, block=False, quiet=True)
+    try:
+        page = open_page(browser, app.local_url)
+        pick_category(page, "blue_cheese")
+        page.click("#rv-score")
+        text = wait_message(page, "ranked 25 images")
+        assert "(25 newly embedded)" in text
+        assert page.input_value("#rv-sort input") == "most suspicious first"
+        assert shown_id(page) == wrong.id  # first in the category now
+        assert page.inner_text("#rv-suggest").strip() == "Use suggestion (s): red_soup"
+        page.keyboard.press("s")
+        wait_message(page, f"#{wrong.id} relabelled to red_soup")
+        page.close()
+    finally:
+        app.close()
+        app.curate_workspace.close()
+    with Workspace(root, create=False) as ws:
+        assert ws.get(wrong.id).category == "red_soup"
+        assert all(r.suspicion is not None for r in ws.list_images())  # the scores are in the manifest
+
+
 def test_crop_drawn_previewed_typed_reset_and_undone(page, workspace):
     pick_category(page, "bibimbap")
     image_id = shown_id(page)
