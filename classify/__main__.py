@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 import warnings
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 
 from classify import ClassifyError
 

@@ -444,11 +444,11 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
     def view_of(category, status, flag, sort) -> View:
         return View(category or "", status or "all", flag or "any", SORTS.get(sort, "id"))
 
-    def suggest_label(record: ImageRecord | None) -> str:
-        """The suggestion button names the label it would give (`curate suspects` stores it)."""
+    def suggestion(record: ImageRecord | None) -> str | None:
+        """The label `curate suspects` suggests for `record`, if it differs from the current one."""
         if record is None or not record.suggested_label or record.suggested_label == record.category:
-            return "Use suggestion (s): none"
-        return f"Use suggestion (s): {record.suggested_label}"
+            return None
+        return record.suggested_label
 
     def render(view: View, record: ImageRecord | None, page: int, message: str, error: bool = False):
         """Every output of the main view, in OUTPUTS order."""
@@ -476,7 +476,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
             message_html(message, error),
             ",".join(map(str, record.crop)) if record is not None and record.crop else "",
             gr.Dropdown(choices=names, value=None),
-            gr.Button(value=suggest_label(record)),
+            gr.Button(value=f"Use suggestion (s): {suggestion(record) or 'none'}"),  # the button names the label
         )
 
     def run(fn, category, status, flag, sort, image_id, page, *args):
@@ -528,10 +528,10 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
 
     def use_suggestion(view, image_id, page):
         record = _get(image_id)
-        if record is None or not record.suggested_label or record.suggested_label == record.category:
+        if suggestion(record) is None:
             return render(view, record, page, "no suggested label for this image (`curate suspects` ranks and suggests)",
                           error=True)
-        return relabel(view, image_id, page, record.suggested_label)
+        return relabel(view, image_id, page, suggestion(record))
 
     def undo(view, image_id, page):
         restored = ws.undo()
