@@ -1,6 +1,8 @@
 """Data: find the splits of an ImageFolder tree, decode each image once into a uint8 cache, augment on tensors."""
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import random
 from collections import Counter
@@ -124,11 +126,13 @@ def decode(source, size_px: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageCache:
-    """Decoded images as one uint8 tensor N x 3 x S x S, their labels, and what could not be read."""
+    """Decoded images as one uint8 tensor N x 3 x S x S, their labels, what could not be read, and each image's
+    content key (the first 8 bytes of its file's sha256, as int64): what training's randomness is keyed on."""
     images: torch.Tensor
     labels: torch.Tensor
     paths: tuple[Path, ...]
     skipped: tuple[tuple[Path, str], ...]
+    keys: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
 
 def load_cache(samples, size_px: int, progress: bool = False, desc: str = "decode") -> ImageCache:
@@ -137,12 +141,18 @@ def load_cache(samples, size_px: int, progress: bool = False, desc: str = "decod
 
     samples = list(samples)
     images = torch.empty((len(samples), 3, size_px, size_px), dtype=torch.uint8)
+    keys = torch.zeros(len(samples), dtype=torch.long)
     ok = np.zeros(len(samples), dtype=bool)
     skipped = []
 
     def work(index):
         try:
-            images[index] = torch.from_numpy(decode(samples[index].path, size_px).copy()).permute(2, 0, 1)
+            data = samples[index].path.read_bytes()
+        except OSError as error:
+            return samples[index].path, f"unreadable image: {error}"
+        try:
+            images[index] = torch.from_numpy(decode(io.BytesIO(data), size_px).copy()).permute(2, 0, 1)
+            keys[index] = int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
             ok[index] = True
         except ClassifyError as error:
             return samples[index].path, str(error)
@@ -155,7 +165,38 @@ def load_cache(samples, size_px: int, progress: bool = False, desc: str = "decod
                 skipped.append(result)
     keep = torch.from_numpy(ok)
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-    return ImageCache(images[keep], labels[keep], tuple(s.path for s, k in zip(samples, ok) if k), tuple(skipped))
+    return ImageCache(images[keep], labels[keep], tuple(s.path for s, k in zip(samples, ok) if k), tuple(skipped),
+                      keys[keep])
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a bijection of uint64 that scatters nearby inputs over all 64 bits."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def keyed_uniforms(keys: torch.Tensor, draws: int, *stream: int) -> torch.Tensor:
+    """`draws` uniform numbers in [0, 1) per image (N x draws, float32) that depend only on the image's content key
+    and on `stream` (seed, purpose, epoch, view).
+
+    Training draws its crops, flips, cached views and epoch order from these rather than from one generator running
+    over the images in file order, so the same images and seed train the same model whatever the files are called,
+    and two training sets that share most images (before and after a review) are trained alike on what they share:
+    their difference in accuracy is then the images', not a different shuffle's.
+    """
+    with np.errstate(over="ignore"):
+        h = keys.numpy().astype(np.uint64)
+        for value in stream:
+            h = _mix(h ^ _mix(np.full(1, value, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)))
+        columns = [_mix(h + np.uint64(0x9E3779B97F4A7C15) * np.uint64(j + 1)) >> np.uint64(40) for j in range(draws)]
+    return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32) / np.float32(2**24)).reshape(len(h), draws)
+
+
+def keyed_order(keys: torch.Tensor, *stream: int) -> torch.Tensor:
+    """A permutation of the images keyed like `keyed_uniforms`: shared images keep their relative order."""
+    return torch.from_numpy(np.argsort(keyed_uniforms(keys, 1, *stream)[:, 0].numpy(), kind="stable"))
 
 
 def tune_cpu_allocator() -> None:
@@ -197,8 +238,12 @@ def center_crop(batch_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
     return batch_uint8[..., offset:offset + image_size, offset:offset + image_size]
 
 
-def augment(batch_uint8: torch.Tensor, image_size: int, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Random-resized crop, horizontal flip and colour jitter on a uint8 batch, on whatever device it lives.
+AUGMENT_DRAWS = 8  # uniform numbers per image that `augment` consumes
+
+
+def augment(batch_uint8: torch.Tensor, image_size: int, strength: float, uniforms: torch.Tensor) -> torch.Tensor:
+    """Random-resized crop, horizontal flip and colour jitter on a uint8 batch, on whatever device it lives, each
+    image's drawn from its row of `uniforms` (N x AUGMENT_DRAWS numbers in [0, 1), e.g. from `keyed_uniforms`).
 
     Returns float pixels in 0..255. strength 0 gives the centre crop; 1 gives crops down to 25 % of the area,
     aspect ratios 3/4..4/3 and +-40 % brightness, contrast and saturation. The crops are one batched
@@ -208,7 +253,7 @@ def augment(batch_uint8: torch.Tensor, image_size: int, strength: float, generat
     if strength <= 0:
         return center_crop(batch_uint8, image_size).float()
     n, _, height, width = batch_uint8.shape
-    r = torch.rand((n, 5), generator=generator)
+    r = uniforms.float().cpu()
     min_scale = 1.0 - 0.75 * strength
     log_ratio = math.log(4 / 3) * strength
     area = height * width * (min_scale + (1 - min_scale) * r[:, 0])
@@ -229,7 +274,7 @@ def augment(batch_uint8: torch.Tensor, image_size: int, strength: float, generat
     out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     jitter = 0.4 * strength
     if jitter > 0:
-        factors = (1 + jitter * (2 * torch.rand((3, n, 1, 1, 1), generator=generator) - 1)).to(x.device)
+        factors = (1 + jitter * (2 * r[:, 5:8].T.reshape(3, n, 1, 1, 1) - 1)).to(x.device)
         out = out * factors[0]  # brightness
         gray = (0.299 * out[:, 0] + 0.587 * out[:, 1] + 0.114 * out[:, 2]).unsqueeze(1)
         mean = gray.mean(dim=(2, 3), keepdim=True)

@@ -155,7 +155,11 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
 
     strategy = resolve_strategy(config, device)
     epochs = config.epochs or default_epochs(strategy)
-    generator = torch.Generator().manual_seed(config.seed)
+    # Every random choice about an image (its crops, flips, colour, cached view, place in the epoch) is keyed on its
+    # content and the seed (D.keyed_uniforms), not drawn in file order: renaming files changes nothing, and adding a
+    # few images leaves how the others are trained alone. Streams: 1 cached views, 2 epoch order, 3 view of an image
+    # in an epoch, 4 augmentation per epoch (no frozen layers).
+    seed = config.seed
     model = model.to(device)
 
     # What is trained, and on what inputs: pooled features (all), trunk feature maps (partial), pixels (none).
@@ -194,7 +198,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
                 for start in tqdm(range(0, len(cache.labels), frozen_batch), desc=f"{desc} {view + 1}/{views}",
                                   disable=not progress, leave=False):
                     batch = cache.images[start:start + frozen_batch]
-                    pixels = (D.augment(batch, image_size, augment_strength, generator) if view > 0
+                    uniforms = D.keyed_uniforms(cache.keys[start:start + frozen_batch], D.AUGMENT_DRAWS, seed, 1, view)
+                    pixels = (D.augment(batch, image_size, augment_strength, uniforms) if view > 0
                               else D.center_crop(batch, image_size))
                     x = D.normalize(pixels.to(device), spec.mean, spec.std)
                     with accelerator.autocast():
@@ -205,7 +210,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     if frozen is not None:
         for p in frozen.parameters():
             p.requires_grad_(False)
-        probe = frozen_inputs(D.ImageCache(train_cache.images[:1], train_cache.labels[:1], (), ()), 1, 0, "probe")
+        probe = frozen_inputs(D.ImageCache(train_cache.images[:1], train_cache.labels[:1], (), (), train_cache.keys[:1]),
+                              1, 0, "probe")
         views = config.views or default_views(strategy, len(train_cache.labels), probe[0, 0].numel() * 2)
         log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
         train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train")
@@ -229,7 +235,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     out.mkdir(parents=True, exist_ok=True)
     history, best, start_epoch, best_state = [], {"accuracy": -1.0, "epoch": 0}, 0, None
     if config.resume:
-        start_epoch, history, best, best_state = _load_checkpoint(out, model, optimizer, scheduler, generator)
+        start_epoch, history, best, best_state = _load_checkpoint(out, model, optimizer, scheduler)
         log(f"resuming after epoch {start_epoch}")
 
     def forward_valid():
@@ -252,8 +258,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         trainable.train()
         if frozen is not None:
             frozen.eval()
-        order = torch.randperm(len(train_cache.labels), generator=generator)[rank::world]
-        view_of = torch.randint(0, views, (len(train_cache.labels),), generator=generator) if views else None
+        order = D.keyed_order(train_cache.keys, seed, 2, epoch)[rank::world]
+        view_of = (D.keyed_uniforms(train_cache.keys, 1, seed, 3, epoch)[:, 0] * views).long() if views else None
         seen, loss_sum, correct, tick = 0, 0.0, 0, time.time()
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
@@ -265,7 +271,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             if frozen is not None:
                 x = train_inputs[view_of[index], index].to(device, torch.float32)
             else:
-                pixels = D.augment(train_cache.images[index].to(device), image_size, config.aug, generator)
+                uniforms = D.keyed_uniforms(train_cache.keys[index], D.AUGMENT_DRAWS, seed, 4, epoch)
+                pixels = D.augment(train_cache.images[index].to(device), image_size, config.aug, uniforms)
                 x = D.normalize(pixels, spec.mean, spec.std)
             x = x.contiguous(memory_format=train_format)
             with accelerator.autocast():
@@ -295,7 +302,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if accelerator.is_main_process:
-            _save_checkpoint(out, model, optimizer, scheduler, generator, epoch + 1, history, best, best_state)
+            _save_checkpoint(out, model, optimizer, scheduler, epoch + 1, history, best, best_state)
         log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
             f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
         if epoch + 1 - best["epoch"] >= config.patience:
@@ -416,7 +423,7 @@ def _versions() -> dict:
 
 # -- checkpoint for --resume (safetensors + JSON: no pickle) ------------------------------------------------------
 
-def _save_checkpoint(out, model, optimizer, scheduler, generator, epoch, history, best, best_state):
+def _save_checkpoint(out, model, optimizer, scheduler, epoch, history, best, best_state):
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -426,7 +433,6 @@ def _save_checkpoint(out, model, optimizer, scheduler, generator, epoch, history
     for index, state in optimizer_state["state"].items():
         for name, value in state.items():
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).cpu().contiguous()
-    tensors["rng"] = generator.get_state()
     save_file(tensors, str(out / "checkpoint.safetensors.tmp"))
     meta = {"epoch": epoch, "history": history, "best": best, "param_groups": optimizer_state["param_groups"],
             "scheduler": {k: v for k, v in scheduler.state_dict().items() if isinstance(v, (int, float, list, type(None)))}}
@@ -435,7 +441,7 @@ def _save_checkpoint(out, model, optimizer, scheduler, generator, epoch, history
     os.replace(out / "checkpoint.json.tmp", out / "checkpoint.json")
 
 
-def _load_checkpoint(out, model, optimizer, scheduler, generator):
+def _load_checkpoint(out, model, optimizer, scheduler):
     from safetensors.torch import load_file
 
     meta = json.loads((out / "checkpoint.json").read_text())
@@ -451,7 +457,6 @@ def _load_checkpoint(out, model, optimizer, scheduler, generator):
     scheduler_state = scheduler.state_dict()
     scheduler_state.update(meta["scheduler"])
     scheduler.load_state_dict(scheduler_state)
-    generator.set_state(tensors["rng"])
     return meta["epoch"], meta["history"], meta["best"], best_state
 
 

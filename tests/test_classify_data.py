@@ -78,18 +78,50 @@ def test_cache_skips_and_lists_corrupt_files(tmp_path):
 
 def test_augment_shapes_range_and_determinism():
     batch = torch.randint(0, 256, (6, 3, 48, 48), dtype=torch.uint8)
-    a = D.augment(batch, 40, 1.0, torch.Generator().manual_seed(3))
-    b = D.augment(batch, 40, 1.0, torch.Generator().manual_seed(3))
+    draws = lambda seed: torch.rand((6, D.AUGMENT_DRAWS), generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    a = D.augment(batch, 40, 1.0, draws(3))
+    b = D.augment(batch, 40, 1.0, draws(3))
     assert a.shape == (6, 3, 40, 40) and a.min() >= 0 and a.max() <= 255
     assert torch.equal(a, b)
-    assert not torch.equal(a, D.augment(batch, 40, 1.0, torch.Generator().manual_seed(4)))
-    centre = D.augment(batch, 40, 0.0, torch.Generator())
+    assert not torch.equal(a, D.augment(batch, 40, 1.0, draws(4)))
+    centre = D.augment(batch, 40, 0.0, draws(5))
     assert torch.equal(centre, batch[..., 4:44, 4:44].float())
 
 
 def test_augment_flip_only_mirrors():
     # With a full-image crop (area 1, ratio 1) and no jitter, a flip is an exact mirror of the image.
     batch = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8).to(torch.uint8)
-    outs = {tuple(D.augment(batch[:1], 8, 1e-9, torch.Generator().manual_seed(s))[0, 0, 0].tolist()) for s in range(8)}
+    keys = torch.arange(8, dtype=torch.long)
+    outs = {tuple(D.augment(batch[:1], 8, 1e-9, D.keyed_uniforms(keys[s:s + 1], D.AUGMENT_DRAWS, 0))[0, 0, 0].tolist())
+            for s in range(8)}
     row = batch[0, 0, 0].float()
     assert outs <= {tuple(row.tolist()), tuple(row.flip(0).tolist())} and len(outs) == 2
+
+
+def test_keyed_uniforms_follow_the_image_not_its_position():
+    keys = torch.tensor([11, -7, 2**62, 5], dtype=torch.long)
+    u = D.keyed_uniforms(keys, D.AUGMENT_DRAWS, 0, 1, 3)
+    assert u.shape == (4, D.AUGMENT_DRAWS) and u.min() >= 0 and u.max() < 1
+    # The same image gets the same numbers among other neighbours, in another place.
+    shuffled = D.keyed_uniforms(keys[[3, 0, 2]], D.AUGMENT_DRAWS, 0, 1, 3)
+    assert torch.equal(shuffled, u[[3, 0, 2]])
+    # Another seed, purpose or epoch draws anew; values spread over [0, 1).
+    assert not torch.equal(u, D.keyed_uniforms(keys, D.AUGMENT_DRAWS, 1, 1, 3))
+    assert not torch.equal(u, D.keyed_uniforms(keys, D.AUGMENT_DRAWS, 0, 1, 4))
+    many = D.keyed_uniforms(torch.arange(20_000, dtype=torch.long), 2, 0)
+    assert abs(many.mean().item() - 0.5) < 0.01 and abs(torch.corrcoef(many.T)[0, 1].item()) < 0.03
+    # Shared images keep their relative order when others join.
+    order = [keys[i].item() for i in D.keyed_order(keys, 0, 2, 0)]
+    more = torch.cat([keys, torch.tensor([99, 1234567], dtype=torch.long)])
+    assert [k for k in (more[i].item() for i in D.keyed_order(more, 0, 2, 0)) if k in order] == order
+
+
+def test_cache_keys_are_content_hashes(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=(2, 1, 0))
+    first = sorted((root / "train").rglob("*.jpg"))[0]
+    twin = first.with_name("zz_copy.jpg")
+    twin.write_bytes(first.read_bytes())
+    cache = D.load_cache(D.find_layout(root).splits["train"], 32)
+    by_path = dict(zip(cache.paths, cache.keys.tolist()))
+    assert by_path[first] == by_path[twin]
+    assert len(set(by_path.values())) == len(by_path) - 1

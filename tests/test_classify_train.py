@@ -3,6 +3,7 @@ import csv
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from classify import ClassifyError
@@ -71,6 +72,27 @@ def test_resume_continues_after_interruption(tiny_data, tmp_path):
     resumed = train(RunConfig(**{**config.__dict__, "resume": True}))
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
     assert not (out / "checkpoint.json").exists()
+
+
+@pytest.mark.parametrize("freeze", ["all", "none"])
+def test_file_names_do_not_change_the_model(tiny_data, tmp_path, freeze):
+    """Randomness is keyed on image content: the same images under other names (so in another order) and the same
+    seed give the same weights, with augmented views (frozen) and per-epoch augmentation (full fine-tune)."""
+    renamed = tmp_path / "renamed"
+    for k, path in enumerate(sorted(tiny_data.rglob("*.jpg"), reverse=True)):
+        target = renamed / path.relative_to(tiny_data).parent / f"{k:03d}_{path.stem[::-1]}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    options = {**FAST, "freeze": freeze, "views": 2 if freeze == "all" else None, "epochs": 3, "aug": 1.0}
+    weights = []
+    for name, root in (("a", tiny_data), ("b", renamed), ("c", tiny_data)):
+        seed = 1 if name == "c" else 0
+        train(RunConfig(data=str(root), out=str(tmp_path / name), seed=seed, **options))
+        weights.append(load_file(str(tmp_path / name / "model.safetensors")))
+    a, b, c = weights
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed still matters
 
 
 def test_corrupt_training_image_is_skipped(tmp_path):
