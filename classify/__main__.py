@@ -31,7 +31,8 @@ HELP = {
     "label_smoothing": "label smoothing of the cross-entropy loss",
     "aug": "augmentation strength 0..1 (random-resized crop, flip, colour jitter)",
     "views": "augmented views cached per image for frozen layers (0: by strategy and memory)",
-    "patience": "early stopping: epochs without a better valid accuracy",
+    "patience": "stop after this many epochs without a better valid accuracy (0: by strategy: all never stops early, "
+                "partial and none after 5)",
     "valid_fraction": "valid share when DATA has no split of its own",
     "device": "auto | cpu | cuda",
     "resume": "carry on an interrupted run in --out",

@@ -45,7 +45,8 @@ class RunConfig:
     label_smoothing: float = 0.1
     aug: float = 0.5                     # augmentation strength 0..1
     views: int = 0                       # augmented views cached per image for frozen layers (0: by strategy)
-    patience: int = 5                    # early stopping: epochs without a better valid accuracy
+    patience: int = 0                    # early stopping after this many epochs without a better valid accuracy
+                                         # (0: by strategy: all runs the whole schedule, partial and none 5)
     seed: int = 0
     valid_fraction: float = 0.2          # used only when DATA has no train/valid split
     device: str = "auto"                 # auto | cpu | cuda
@@ -103,6 +104,13 @@ def default_epochs(strategy: str) -> int:
     return {"all": 25, "partial": 12, "none": 15}[strategy]
 
 
+def default_patience(strategy: str, epochs: int) -> int:
+    """Head-only epochs on cached features take a fraction of a second: stopping early saves nothing there, and it
+    stops before the schedule has annealed, where valid accuracy still swings by a point from epoch to epoch (which
+    epoch it stops at then depends on chance as much as on the data). Elsewhere an epoch costs real time."""
+    return epochs if strategy == "all" else 5
+
+
 def default_views(strategy: str, n_train: int, bytes_per_view: int) -> int:
     """Augmented views to cache for frozen layers (4 for head-only, 8 for partial), fewer above ~4 GB."""
     if strategy == "none":
@@ -155,6 +163,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
 
     strategy = resolve_strategy(config, device)
     epochs = config.epochs or default_epochs(strategy)
+    patience = config.patience or default_patience(strategy, epochs)
     # Every random choice about an image (its crops, flips, colour, cached view, place in the epoch) is keyed on its
     # content and the seed (D.keyed_uniforms), not drawn in file order: renaming files changes nothing, and adding a
     # few images leaves how the others are trained alone. Streams: 1 cached views, 2 epoch order, 3 view of an image
@@ -305,8 +314,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             _save_checkpoint(out, model, optimizer, scheduler, epoch + 1, history, best, best_state)
         log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
             f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
-        if epoch + 1 - best["epoch"] >= config.patience:
-            log(f"early stop: no better valid accuracy for {config.patience} epochs")
+        if epoch + 1 - best["epoch"] >= patience:
+            log(f"early stop: no better valid accuracy for {patience} epochs")
             break
 
     if best_state is not None:
@@ -321,7 +330,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     resolved = {
         "architecture": architecture, "classes": list(layout.classes), "image_size": image_size,
         "cache_size": cache_px, "crop_pct": spec.crop_pct, "mean": list(spec.mean), "std": list(spec.std),
-        "strategy": strategy, "epochs": epochs, "views": views, "split_at_block": split_at,
+        "strategy": strategy, "epochs": epochs, "patience": patience, "views": views, "split_at_block": split_at,
         "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "device": str(device), **extra,
     }
@@ -341,7 +350,7 @@ def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, [g["lr"] for g in optimizer.param_groups], total_steps=total)
     if config.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=max(1, config.patience // 2))
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=max(1, (config.patience or 5) // 2))
     warmup = min(total // 2, int(config.warmup_epochs * steps_per_epoch))
 
     def factor(step):

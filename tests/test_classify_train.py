@@ -95,6 +95,17 @@ def test_file_names_do_not_change_the_model(tiny_data, tmp_path, freeze):
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed still matters
 
 
+def test_head_only_runs_the_whole_schedule(tiny_data, tmp_path):
+    """Head-only epochs cost next to nothing, so by default they are not stopped early (tiny_data is learned within
+    a few epochs, so patience 5 would stop this 12-epoch run)."""
+    options = {**FAST, "patience": 0, "epochs": 12}
+    result = train(RunConfig(data=str(tiny_data), out=str(tmp_path / "all"), **options))
+    assert len(result.history) == 12 and result.metrics["best_epoch"] < 7
+    assert json.loads((tmp_path / "all" / "config.json").read_text())["patience"] == 12
+    stopped = train(RunConfig(data=str(tiny_data), out=str(tmp_path / "p3"), **{**options, "patience": 3}))
+    assert len(stopped.history) < 12
+
+
 def test_corrupt_training_image_is_skipped(tmp_path):
     root = make_imagefolder(tmp_path / "d", per_class=(6, 2, 0))
     (root / "train" / "red_soup" / "broken.jpg").write_bytes(b"<html>")
