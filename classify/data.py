@@ -47,7 +47,8 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) -> DataLayout:
-    """Read `root/train|valid[|test]/<class>/*` or, failing that, `root/<class>/*` split by a seeded stratified draw."""
+    """Read `root/train|valid[|test]/<class>/*` or, failing that, `root/<class>/*` split by a seeded stratified draw
+    over the files' contents (renaming files does not move them between splits)."""
     root = Path(root)
     if not root.is_dir():
         raise ClassifyError(f"data folder not found: {root}")
@@ -70,11 +71,21 @@ def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) ->
         files = images_in(root / name)
         if not files:
             raise ClassifyError(f"class {name!r} has no images in {root / name}")
+        files.sort(key=lambda path: (_content_digest(path), path))  # the split follows contents, not file names
         rng.shuffle(files)
         n_valid = max(1, round(len(files) * valid_fraction)) if len(files) > 1 else 0
         valid += [Sample(p, label) for p in sorted(files[:n_valid])]
         train += [Sample(p, label) for p in sorted(files[n_valid:])]
     return DataLayout(root, classes, {"train": tuple(train), "valid": tuple(valid)}, split_made=True)
+
+
+def _content_digest(path: Path) -> bytes:
+    """sha256 of the file's bytes (b"" when it cannot be read: decoding reports it later)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").digest()
+    except OSError:
+        return b""
 
 
 def _check_classes(classes: tuple[str, ...], folder: Path) -> None:

@@ -26,6 +26,14 @@ def test_flat_folder_is_split_stratified_and_seeded(tmp_path):
     per_class = [sum(1 for s in a.splits["valid"] if s.label == k) for k in range(3)]
     assert per_class == [2, 2, 2]
     assert not {s.path for s in a.splits["valid"]} & {s.path for s in a.splits["train"]}
+    # Renamed files land in the same split: the draw is over contents.
+    for path in sorted((tmp_path / "flat").rglob("*.png")):
+        target = tmp_path / "renamed" / path.parent.name / f"x{9 - int(path.stem)}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    renamed = D.find_layout(tmp_path / "renamed", seed=1, valid_fraction=0.2)
+    content = lambda layout: sorted((s.label, s.path.read_bytes()) for s in layout.splits["valid"])  # noqa: E731
+    assert content(renamed) == content(a)
 
 
 @pytest.mark.parametrize("problem, message", [
