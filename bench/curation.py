@@ -33,8 +33,9 @@ views, about 40 s a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15):
       off-topic images rejected; clean images accepted;
   (e) oracle: as (d), but the reviewer checks exactly the injected images left: the best any review can do through
       the workspace route (import, dedup, accept, export tree).
-Reported: valid accuracy per arm (mean ± standard error over the runs), share of the (a)-(b) gap recovered with a
-bootstrap interval over the paired runs, and precision@K / recall@K of the suspicion ranking for the injected noise
+Reported: valid accuracy per arm (mean ± standard error over the runs), the standard deviation of each arm's
+per-run difference from (a) (for (e), which trains on (a)'s images less one or two, that is the noise of a retrain
+itself), share of the (a)-(b) gap recovered with a bootstrap interval over the paired runs, and precision@K / recall@K of the suspicion ranking for the injected noise
 still present after (c), with a random order for comparison. Finished runs are kept in --work (their bundles'
 metrics.json): the same command with the same --work resumes, and more --seeds add runs.
 
@@ -409,12 +410,14 @@ def main() -> int:
                 recovered, interval = f"{share[0]:.0%}", "{:.0%} to {:.0%}".format(*share[1:])
             if (share := _recovered(position, arm)) is not None:
                 by_position = "{:.0%} ({:.0%} to {:.0%})".format(*share)
+        paired = np.array(accuracy["(a) clean"]) - np.array(values)
         rows.append([arm, f"{per_fold('train_images', arm):.0f}", f"{per_fold('noise_in_train', arm):.0f}",
                      f"{mean[arm]:.4f} ± {np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0:.4f}",
-                     recovered, interval, f"{-np.mean(position[arm]):.3f}", by_position,
+                     "-" if arm == "(a) clean" or len(values) < 2 else f"{paired.std(ddof=1):.4f}", recovered, interval, f"{-np.mean(position[arm]):.3f}", by_position,
                      "-" if budget is None else f"{per_fold('precision', budget):.2f}",
                      "-" if budget is None else f"{per_fold('recall', budget):.2f}"])
-    body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± s.e.", "gap recovered",
+    body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± s.e.",
+                  "s.d. of its difference from (a) over the paired runs", "gap recovered",
                   "90 % interval (bootstrap)", "average position", "its gap recovered (90 % interval)", "precision@K",
                   "recall@K"], rows)
     runs = [f"fold {f} seed {s}" for s in args.seeds for f in range(len(folds))]
