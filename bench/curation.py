@@ -35,8 +35,8 @@ views, about 40 s a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15):
       the workspace route (import, dedup, accept, export tree).
 Reported: valid accuracy per arm (mean ± standard error over the runs), the standard deviation of each arm's
 per-run difference from (a) (for (e), which trains on (a)'s images less one or two, that is the noise of a retrain
-itself), share of the (a)-(b) gap recovered with a bootstrap interval over the paired runs, and precision@K / recall@K of the suspicion ranking for the injected noise
-still present after (c), with a random order for comparison. Finished runs are kept in --work (their bundles'
+itself), share of the (a)-(b) gap recovered with a bootstrap interval over the paired runs, and precision@K /
+recall@K of the suspicion ranking for the injected noise still present after (c), with a random order for comparison. Finished runs are kept in --work (their bundles'
 metrics.json): the same command with the same --work resumes, and more --seeds add runs.
 
 Measured: see bench/RESULTS.md, "## curation".
@@ -411,9 +411,10 @@ def main() -> int:
             if (share := _recovered(position, arm)) is not None:
                 by_position = "{:.0%} ({:.0%} to {:.0%})".format(*share)
         paired = np.array(accuracy["(a) clean"]) - np.array(values)
+        paired_sd = "-" if arm == "(a) clean" or len(values) < 2 else f"{paired.std(ddof=1):.4f}"
         rows.append([arm, f"{per_fold('train_images', arm):.0f}", f"{per_fold('noise_in_train', arm):.0f}",
                      f"{mean[arm]:.4f} ± {np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0:.4f}",
-                     "-" if arm == "(a) clean" or len(values) < 2 else f"{paired.std(ddof=1):.4f}", recovered, interval, f"{-np.mean(position[arm]):.3f}", by_position,
+                     paired_sd, recovered, interval, f"{-np.mean(position[arm]):.3f}", by_position,
                      "-" if budget is None else f"{per_fold('precision', budget):.2f}",
                      "-" if budget is None else f"{per_fold('recall', budget):.2f}"])
     body = table(["arm", "train images", "injected noise in train", "valid accuracy, mean ± s.e.",

@@ -1,5 +1,6 @@
 """Claims: default `classify train` on food-dev reaches >= 78 % valid accuracy in <= 10 min on a 2-core CPU;
-`--freeze all` (the CPU default) runs its 25 epochs in <= 60 s. Also the strategy table behind the choice of the default.
+`--freeze all` (the CPU default) runs its 25 epochs in <= 60 s. Also the strategy table behind the choice of the
+default.
 
 Runs the real CLI in a subprocess, as a user would, training on food-dev train/ and scoring on valid/.
   python bench/train_cpu.py                     the default run

@@ -72,7 +72,8 @@ def main() -> None:
 
     def cached():
         index = torch.randint(0, len(images), (bs,), generator=generator)
-        pixels = D.augment(images[index.to(device)], size, 0.5, torch.rand((bs, D.AUGMENT_DRAWS), generator=generator))
+        uniforms = torch.rand((bs, D.AUGMENT_DRAWS), generator=generator)
+        pixels = D.augment(images[index.to(device)], size, 0.5, uniforms)
         return D.normalize(pixels, spec.mean, spec.std).contiguous(memory_format=memory_format), cache.labels[index].to(device)
     ours = step_rate(model, cached, device, args.steps)
     rows.append(["platekit: uint8 cache + batched tensor augmentation", f"{ours:.1f}", f"{100 * ours / pure:.0f} %"])

@@ -143,7 +143,7 @@ class ImageCache:
     labels: torch.Tensor
     paths: tuple[Path, ...]
     skipped: tuple[tuple[Path, str], ...]
-    keys: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    keys: torch.Tensor
 
 
 def load_cache(samples, size_px: int, progress: bool = False, desc: str = "decode") -> ImageCache:

@@ -104,11 +104,14 @@ def default_epochs(strategy: str) -> int:
     return {"all": 25, "partial": 12, "none": 15}[strategy]
 
 
+PATIENCE = 5  # epochs without a better valid accuracy before stopping (and, halved, before a plateau schedule's cut)
+
+
 def default_patience(strategy: str, epochs: int) -> int:
     """Head-only epochs on cached features take a fraction of a second: stopping early saves nothing there, and it
     stops before the schedule has annealed, where valid accuracy still swings by a point from epoch to epoch (which
     epoch it stops at then depends on chance as much as on the data). Elsewhere an epoch costs real time."""
-    return epochs if strategy == "all" else 5
+    return epochs if strategy == "all" else PATIENCE
 
 
 def default_views(strategy: str, n_train: int, bytes_per_view: int) -> int:
@@ -223,8 +226,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     if frozen is not None:
         for p in frozen.parameters():
             p.requires_grad_(False)
-        probe = frozen_inputs(D.ImageCache(train_cache.images[:1], train_cache.labels[:1], (), (), train_cache.keys[:1]),
-                              1, 0, "probe")
+        first = D.ImageCache(train_cache.images[:1], train_cache.labels[:1], (), (), train_cache.keys[:1])
+        probe = frozen_inputs(first, 1, 0, "probe")
         views = config.views or default_views(strategy, len(train_cache.labels), probe[0, 0].numel() * 2)
         log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
         train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train")
@@ -354,7 +357,8 @@ def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, [g["lr"] for g in optimizer.param_groups], total_steps=total)
     if config.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=max(1, (config.patience or 5) // 2))
+        patience = max(1, (config.patience or PATIENCE) // 2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=patience)
     warmup = min(total // 2, int(config.warmup_epochs * steps_per_epoch))
 
     def factor(step):
