@@ -20,10 +20,13 @@ fractions of the clean train size, 20 % in all:
 Data: by default 5-fold cross-fitting, so that all 1,100 food-dev images (train + valid) are scored once and every
 arm is compared on the same runs: the images of each class are dealt into 5 folds (seeded); run (fold f, seed s)
 trains on the other 4 folds (880 images, noise injected with noise seed f) and is scored on fold f (220). With
+`--repeats 1 2 ...`, the images are dealt into folds again (one deal per repeat, each fold with noise of its own):
+more independent draws of noise and valid images, which is what the arms' differences vary with most. With
 `--folds 1`, food-dev's own train/valid split (the earlier setup: 220 valid images, 1 image = 0.45 points).
 
 Arms, each trained as `python -m classify train --data ARM --seed S` does (the CPU default: lite0 head on 4 cached
-views, about 40 s a run on a quiet 2-core CPU; `--quick`: views=2, epochs=15):
+views; `--quick`: views=2, epochs=15), all sharing one feature cache in --work: an image's views are computed once per
+seed (about 45 s for the 1,100 food-dev images on a quiet 2-core CPU), after which a run takes about 7 s:
   (a) clean: the fold's clean train as is;
   (b) noisy: the noisy folder as is;
   (c) auto: `import` into a workspace (drops byte duplicates), `dedup` (phash, 10 bits, per class), `accept`
@@ -42,7 +45,8 @@ metrics.json): the same command with the same --work resumes, and more --seeds a
 Measured: see bench/RESULTS.md, "## curation".
 Requires the "bench" extra (scikit-image) and food-dev (PLATEKIT_FOOD_DEV).
 
-  python bench/curation.py --seeds 0 1 2   # 5 folds x 3 seeds x 7 arms, ~70 min; appends to bench/RESULTS.md
+  python bench/curation.py --seeds 0 1 2   # 5 folds x 3 seeds x 7 arms; appends to bench/RESULTS.md
+  python bench/curation.py --seeds 0 1 2 --repeats 0 1 2 3 --work W   # 4 deals into folds: 60 paired runs an arm
   python bench/curation.py --folds 1 --seeds 0 --no-record
 """
 from __future__ import annotations
@@ -296,14 +300,14 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_
     return roots, figures
 
 
-def train_arm(root: Path, out: Path, seed: int, quick: bool = False) -> None:
+def train_arm(root: Path, out: Path, seed: int, quick: bool = False, feature_cache: str = "auto") -> None:
     from classify.train import RunConfig, train
 
     if quick:
         config = RunConfig(data=str(root), out=str(out), model="efficientnet_lite0", freeze="all", views=2, epochs=15,
-                           seed=seed)
+                           seed=seed, feature_cache=feature_cache)
     else:  # what `python -m classify train --data ROOT --seed S` does
-        config = RunConfig(data=str(root), out=str(out), seed=seed)
+        config = RunConfig(data=str(root), out=str(out), seed=seed, feature_cache=feature_cache)
     train(config)  # writes out/metrics.json
 
 
@@ -348,6 +352,9 @@ def main() -> int:
                              "(1: food-dev's own train/valid split)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds, each run on every fold")
     parser.add_argument("--noise-seed", type=int, default=0, help="noise seed of fold 0 (fold f uses noise seed + f)")
+    parser.add_argument("--repeats", type=int, nargs="+", default=[0],
+                        help="deals of the images into folds: repeat R deals them with seed noise seed + R x folds and "
+                             "its fold f gets noise seed noise seed + R x folds + f (0: the first deal)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 10, 20], help="review budgets, %% of ranked images")
     parser.add_argument("--work", help="keep the work folder here, and resume from it (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true",
@@ -361,6 +368,8 @@ def main() -> int:
     known = {"auto", "oracle", *(f"review{b}" for b in args.budgets)}
     if args.arms and (unknown := set(args.arms) - known):
         parser.error(f"unknown arm {sorted(unknown)[0]!r}: choose from {', '.join(sorted(known))}")
+    if args.folds == 1 and args.repeats != [0]:
+        parser.error("--repeats needs --folds 2 or more")
     if not (FOOD_DEV / "train").is_dir():
         print(f"bench: food-dev not found at {FOOD_DEV} (set PLATEKIT_FOOD_DEV)", file=sys.stderr)
         return 2
@@ -368,35 +377,42 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="curation-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    if args.folds > 1:
-        if not (work / "folds").exists():
-            split_folds(FOOD_DEV, work / "folds-tmp", args.folds, args.noise_seed)
-            (work / "folds-tmp").rename(work / "folds")
-        fold_roots = [work / "folds" / f"fold{f}" for f in range(args.folds)]
-    else:
-        fold_roots = [FOOD_DEV]
+    fold_roots = []  # (name, its work folder, its data root, its noise seed)
+    for r in args.repeats:
+        base, seed0 = (work if r == 0 else work / f"repeat{r}"), args.noise_seed + r * args.folds
+        if args.folds == 1:
+            fold_roots.append(("fold 0", base / "fold0", FOOD_DEV, seed0))
+            continue
+        if not (base / "folds").exists():
+            split_folds(FOOD_DEV, base / "folds-tmp", args.folds, seed0)
+            (base / "folds-tmp").rename(base / "folds")
+        fold_roots += [(f"{f'repeat {r} ' if r else ''}fold {f}", base / f"fold{f}", base / "folds" / f"fold{f}", seed0 + f)
+                       for f in range(args.folds)]
+    # Every arm's training shares one feature store: the views of an image are computed once per seed, whichever
+    # fold and arm it is in (classify.features; the runs are bit for bit those without it).
+    feature_cache = str(work / "feature-cache")
     folds = []  # (roots, figures) per fold
-    for f, fold_root in enumerate(fold_roots):
-        roots, figures = _prepare_fold(work / f"fold{f}", fold_root, args.noise_seed + f, args.budgets)
+    for fold_name, fold_work, fold_root, noise_seed in fold_roots:
+        roots, figures = _prepare_fold(fold_work, fold_root, noise_seed, args.budgets)
         folds.append((roots, figures))
-        print(f"fold {f}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
+        print(f"{fold_name}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
               f"steps: {figures['noise_left']} {figures['noise_by_kind']}; probe agreement {figures['probe_accuracy']:.3f}; "
               f"precision@K {figures['precision']}", flush=True)
     accuracy: dict[str, list[float]] = {}  # arm → one value per run, runs in the same (seed, fold) order for every arm
     position: dict[str, list[float]] = {}  # the same for -average position (mean rank of the true class, 1 = perfect)
     for seed in args.seeds:
-        for f, (roots, _) in enumerate(folds):
+        for (fold_name, fold_work, _, _), (roots, _) in zip(fold_roots, folds):
             for k, (arm, root) in enumerate(roots.items()):
                 if args.arms and arm_key(arm) not in {"clean", "noisy", *args.arms}:
                     continue
-                run = work / f"fold{f}" / "runs" / f"arm{k}-seed{seed}"
+                run = fold_work / "runs" / f"arm{k}-seed{seed}"
                 trained = not (run / "metrics.json").exists()  # a finished run is kept: the same command resumes
                 t0 = time.time()
                 if trained:
-                    train_arm(root, run, seed, args.quick)
+                    train_arm(root, run, seed, args.quick, feature_cache)
                 metrics = json.loads((run / "metrics.json").read_text())
                 if trained:
-                    print(f"fold {f} seed {seed} {arm}: {metrics['accuracy']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+                    print(f"{fold_name} seed {seed} {arm}: {metrics['accuracy']:.4f} ({time.time() - t0:.0f} s)", flush=True)
                 accuracy.setdefault(arm, []).append(metrics["accuracy"])
                 position.setdefault(arm, []).append(-metrics["average_position"])  # negated: higher is better, like accuracy
     mean = {arm: float(np.mean(v)) for arm, v in accuracy.items()}
@@ -421,12 +437,13 @@ def main() -> int:
                   "s.d. of its difference from (a) over the paired runs", "gap recovered",
                   "90 % interval (bootstrap)", "average position", "its gap recovered (90 % interval)", "precision@K",
                   "recall@K"], rows)
-    runs = [f"fold {f} seed {s}" for s in args.seeds for f in range(len(folds))]
+    runs = [f"{name} seed {s}" for s in args.seeds for name, *_ in fold_roots]
     per_run = table(["run", *accuracy], [[run, *(f"{accuracy[arm][i]:.3f}" for arm in accuracy)] for i, run in enumerate(runs)])
     kinds = {kind: sum(fig["noise_by_kind"][kind] for _, fig in folds) for kind in folds[0][1]["noise_by_kind"]}
-    split = (f"{len(folds)} stratified folds of food-dev train+valid (1,100 images; each fold's 220 are valid once, the "
-             f"other 880 are the clean train); noise seeds {args.noise_seed}-{args.noise_seed + len(folds) - 1}"
-             if len(folds) > 1 else f"food-dev train/valid as shipped (valid 220 images); noise seed {args.noise_seed}")
+    split = (f"{args.folds} stratified folds of food-dev train+valid (1,100 images; each fold's 220 are valid once, the "
+             f"other 880 are the clean train), dealt {len(args.repeats)} time(s) (repeats {' '.join(map(str, args.repeats))}); "
+             f"noise seeds {', '.join(str(seed) for *_, seed in fold_roots)}"
+             if args.folds > 1 else f"food-dev train/valid as shipped (valid 220 images); noise seed {args.noise_seed}")
     notes = (f"{split}; training seeds {' '.join(map(str, args.seeds))}: {len(runs)} paired runs per arm. After the "
              f"automatic steps {sum(fig['noise_left'] for _, fig in folds)} injected images were left among "
              f"{sum(fig['scored'] for _, fig in folds)} ranked, all folds together ({kinds}); a random order finds noise with "

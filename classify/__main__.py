@@ -31,6 +31,8 @@ HELP = {
     "label_smoothing": "label smoothing of the cross-entropy loss",
     "aug": "augmentation strength 0..1 (random-resized crop, flip, colour jitter)",
     "views": "augmented views cached per image for frozen layers (0: by strategy and memory)",
+    "feature_cache": "folder keeping head-only features by image content, so a retrain computes only new images "
+                     "(auto: $PLATEKIT_CACHE, else ~/.cache/platekit; none: off)",
     "patience": "stop after this many epochs without a better valid accuracy (0: by strategy: all never stops early, "
                 "partial and none after 5)",
     "valid_fraction": "valid share when DATA has no split of its own",

@@ -18,7 +18,7 @@ from torch import nn
 
 from classify import ClassifyError, __version__
 from classify import data as D
-from classify import models
+from classify import features, models
 
 STRATEGIES = ("auto", "all", "partial", "none")
 SCHEDULES = ("cosine", "onecycle", "plateau")
@@ -45,6 +45,8 @@ class RunConfig:
     label_smoothing: float = 0.1
     aug: float = 0.5                     # augmentation strength 0..1
     views: int = 0                       # augmented views cached per image for frozen layers (0: by strategy)
+    feature_cache: str = "auto"          # folder keeping head-only features by image content (auto: $PLATEKIT_CACHE
+                                         # or ~/.cache/platekit; none: off)
     patience: int = 0                    # early stopping after this many epochs without a better valid accuracy
                                          # (0: by strategy: all runs the whole schedule, partial and none 5)
     seed: int = 0
@@ -204,34 +206,64 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     # Small inference batches are fastest on a CPU (they stay in cache); the GPU wants large ones.
     frozen_batch = 16 if device.type == "cpu" else 256
 
-    def frozen_inputs(cache, views, augment_strength, desc):
-        """Run the frozen part once per view; returns [views, N, ...] half-precision features on the CPU."""
-        frozen.eval()
+    def frozen_inputs(cache, views, augment_strength, desc, store=None):
+        """Run the frozen part once per view; returns [views, N, ...] half-precision features on the CPU. With a
+        feature store, the views it holds are read from it and the others computed and added to it."""
+        keys = cache.keys.tolist()
         outputs = []
         with torch.inference_mode():
             for view in range(views):
-                chunks = []
-                for start in tqdm(range(0, len(cache.labels), frozen_batch), desc=f"{desc} {view + 1}/{views}",
+                # View 0 is the centre crop, the same for every seed; the others are augmented, keyed on the seed.
+                setting = f"{store_fingerprint}:centre" if view == 0 else \
+                    f"{store_fingerprint}:seed {seed}:aug {augment_strength}:view {view}"
+                found = store.get(setting, keys, feature_shape) if store else {}
+                todo = [i for i, key in enumerate(keys) if key not in found]
+                view_features = torch.empty((len(keys), *feature_shape), dtype=torch.float16)
+                for start in tqdm(range(0, len(todo), frozen_batch), desc=f"{desc} {view + 1}/{views}",
                                   disable=not progress, leave=False):
-                    batch = cache.images[start:start + frozen_batch]
-                    uniforms = D.keyed_uniforms(cache.keys[start:start + frozen_batch], D.AUGMENT_DRAWS, seed, 1, view)
-                    pixels = (D.augment(batch, image_size, augment_strength, uniforms) if view > 0
-                              else D.center_crop(batch, image_size))
+                    index = torch.tensor(todo[start:start + frozen_batch], dtype=torch.long)
+                    uniforms = D.keyed_uniforms(cache.keys[index], D.AUGMENT_DRAWS, seed, 1, view)
+                    pixels = (D.augment(cache.images[index], image_size, augment_strength, uniforms) if view > 0
+                              else D.center_crop(cache.images[index], image_size))
                     x = D.normalize(pixels.to(device), spec.mean, spec.std)
+                    # A batch of one takes another kernel path on the CPU whose outputs differ in the last bit (of
+                    # float16) from those in a batch of 2 or more, which agree with each other: run it as two.
                     with accelerator.autocast():
-                        chunks.append(frozen(x).to("cpu", torch.float16))
-                outputs.append(torch.cat(chunks))
+                        view_features[index] = frozen(x if len(x) > 1 else x.expand(2, -1, -1, -1))[:len(x)].to(
+                            "cpu", torch.float16)
+                if found:
+                    stored = [i for i, key in enumerate(keys) if key in found]
+                    view_features[stored] = torch.from_numpy(np.stack([found[keys[i]] for i in stored]))
+                if store and todo:
+                    store.put(setting, {keys[i]: view_features[i].numpy() for i in todo})
+                outputs.append(view_features)
+                reuse[0] += len(keys) - len(todo)
+                reuse[1] += len(keys)
         return torch.stack(outputs)
 
     if frozen is not None:
         for p in frozen.parameters():
             p.requires_grad_(False)
-        first = D.ImageCache(train_cache.images[:1], train_cache.labels[:1], (), (), train_cache.keys[:1])
-        probe = frozen_inputs(first, 1, 0, "probe")
-        views = config.views or default_views(strategy, len(train_cache.labels), probe[0, 0].numel() * 2)
+        frozen.eval()
+        with torch.inference_mode(), accelerator.autocast():
+            probe = frozen(D.normalize(D.center_crop(train_cache.images[:1], image_size).to(device), spec.mean, spec.std))
+        feature_shape = tuple(probe.shape[1:])
+        views = config.views or default_views(strategy, len(train_cache.labels), probe[0].numel() * 2)
         log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
-        train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train")
-        valid_inputs = frozen_inputs(valid_cache, 1, 0, "cache valid")[0]
+        # Head-only training keeps the pooled features of every view on disk, keyed on image content (a few KB
+        # each); partial training's feature maps are 50-100x larger and are computed afresh.
+        store, reuse, store_fingerprint = None, [0, 0], ""
+        if strategy == "all" and (folder := features.cache_folder(config.feature_cache)) is not None:
+            store_fingerprint = features.fingerprint(frozen, architecture=architecture, image_size=image_size,
+                                                     cache_px=cache_px, mean=list(spec.mean), std=list(spec.std),
+                                                     device=device.type, mixed_precision=accelerator.mixed_precision)
+            store = features.FeatureStore(folder)
+        train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train", store)
+        valid_inputs = frozen_inputs(valid_cache, 1, 0, "cache valid", store)[0]
+        if store:
+            store.close()
+            log(f"feature cache {store.path} not used: {store.error} (delete it to start a new one)" if store.error
+                else f"feature cache {store.path}: {reuse[0]} of {reuse[1]} view(s) read, the others computed")
     else:
         views = 0
         log(f"strategy {strategy}: full forward pass per step")

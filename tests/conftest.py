@@ -11,6 +11,19 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 FOOD_DEV = Path(os.environ.get("PLATEKIT_FOOD_DEV", ROOT.parent / "shared" / "data" / "food-dev"))
 
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory):
+    """Training's feature cache (classify.features) in a folder of this session's, never the user's ~/.cache; CLI
+    subprocesses inherit it."""
+    old = os.environ.get("PLATEKIT_CACHE")
+    os.environ["PLATEKIT_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield Path(os.environ["PLATEKIT_CACHE"])
+    if old is None:
+        del os.environ["PLATEKIT_CACHE"]
+    else:
+        os.environ["PLATEKIT_CACHE"] = old
+
 # Three visually distinct classes: a model that learns anything scores far above chance on them.
 COLOURS = {"red_soup": (200, 40, 30), "green_salad": (40, 170, 60), "blue_cheese": (40, 60, 200)}
 
