@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import marshal
 import os
 import sqlite3
 from pathlib import Path
@@ -53,10 +54,17 @@ def fingerprint(backbone: torch.nn.Module, **settings) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     for function in (D.decode, D.center_crop, D.augment, D.normalize, D.keyed_uniforms, D._mix):
-        digest.update(inspect.getsource(function).encode())
+        digest.update(_code_identity(function))
     versions = {"torch": torch.__version__, "pillow": PIL.__version__}
     digest.update(json.dumps({**settings, **versions}, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _code_identity(function) -> bytes:
+    try:
+        return inspect.getsource(function).encode()
+    except (OSError, TypeError):  # installed without its source (.pyc only): the bytecode stands in
+        return marshal.dumps(function.__code__)
 
 
 class FeatureStore:
