@@ -46,7 +46,7 @@ def run(name: str, flags: list[str], data: Path, scratch: Path) -> list:
     m = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     row = [name, config["architecture"], m["strategy"], config["views"], f"{m['best_epoch']}/{m['epochs_run']}",
-           f"{m['accuracy']:.3f}", f"{m['top5']:.3f}", f"{m['average_position']:.3f}", f"{wall:.0f}"]
+           f"{m['accuracy']:.3f}", f"{m['top5']:.3f}", f"{m['average_position']:.3f}", f"{wall:.1f}"]
     print(" | ".join(map(str, row)), flush=True)
     return row
 
