@@ -5,7 +5,8 @@ head on those features; the backbone is nearly all of a run's time (about 40 of 
 view's features depend only on the image's bytes, the backbone's weights, the preprocessing code and, for augmented
 views, the seed and augmentation strength (every random draw is keyed on content: `data.keyed_uniforms`), so they are
 stored under exactly those: a retrain on mostly the same images reads the shared ones back, bit for bit what
-computing them again gives (CPU convolutions give the same outputs whatever batch an image is in; measured).
+computing them again gives (CPU convolutions give the same outputs in any batch of 2 or more; measured; train
+runs a lone image as two).
 
 One SQLite file, `features.sqlite` in the cache folder (default `$PLATEKIT_CACHE`, else `$XDG_CACHE_HOME/platekit`,
 else `~/.cache/platekit`); a row is one image's view, 2.5 KB for lite0. Delete the folder to clear it.
