@@ -23,6 +23,7 @@ def test_bundle_contents(trained_bundle, tiny_data_session):
     assert config["strategy"] == "all" and config["mean"] == [0.5, 0.5, 0.5]
     assert {"torch", "timm", "platekit"} <= set(config["versions"])
     assert config["lr"] == FAST["lr"] and config["label_smoothing"] == RunConfig.label_smoothing
+    assert config["backbone_lr_scale"] == 0.1  # resolved, not the 0 that means "by strategy"
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["accuracy"] >= 0.75
     with open(trained_bundle / "history.csv") as f:
@@ -43,6 +44,20 @@ def test_other_strategies_learn(tiny_data, tmp_path, freeze):
     assert result.metrics["accuracy"] >= 0.75
     state = load_file(str(tmp_path / freeze / "model.safetensors"))
     assert any(k.startswith("backbone.blocks") for k in state)
+    assert json.loads((tmp_path / freeze / "config.json").read_text())["backbone_lr_scale"] == 0.3
+
+
+def test_schedule_defaults_by_device():
+    """A full fine-tune on a GPU runs 40 epochs to the end (bench/train_gpu.py); on a CPU, where an epoch costs real
+    time, 15 epochs with early stopping after 5. The backbone learns at 0.3x the head's rate there, 0.1x in partial."""
+    from classify.train import default_backbone_lr_scale, default_epochs, default_patience
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert (default_epochs("none", cuda), default_patience("none", 40, cuda)) == (40, 40)
+    assert (default_epochs("none", cpu), default_patience("none", 15, cpu)) == (15, 5)
+    assert (default_backbone_lr_scale("none"), default_backbone_lr_scale("partial")) == (0.3, 0.1)
+    assert (default_epochs("all", cuda), default_patience("all", 25, cpu)) == (25, 25)
+    with pytest.raises(ClassifyError, match="backbone-lr-scale"):
+        RunConfig(backbone_lr_scale=-1).check()
 
 
 def test_mlp_head_and_plateau_schedule(tiny_data, tmp_path):
