@@ -9,7 +9,9 @@ computing them again gives (CPU convolutions give the same outputs in any batch 
 runs a lone image as two).
 
 One SQLite file, `features.sqlite` in the cache folder (default `$PLATEKIT_CACHE`, else `$XDG_CACHE_HOME/platekit`,
-else `~/.cache/platekit`); a row is one image's view, 2.5 KB for lite0. Delete the folder to clear it.
+else `~/.cache/platekit`); a row is one image's view, 2.5 KB for lite0. It keeps at most 2 GiB
+(`$PLATEKIT_CACHE_MAX_MB` sets another cap): past that, a run ends by deleting the settings (a fingerprint and view)
+used least recently, never one it used itself. Delete the folder to clear it.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import marshal
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +31,10 @@ import torch
 from classify import data as D
 
 FILE_NAME = "features.sqlite"
+DEFAULT_MAX_MB = 2048
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS settings (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE,
+                                     used REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS features (setting INTEGER NOT NULL, key INTEGER NOT NULL, data BLOB NOT NULL,
                                      PRIMARY KEY (setting, key)) WITHOUT ROWID;
 """
@@ -75,15 +80,25 @@ class FeatureStore:
     keeps nothing, and `error` says what happened.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, max_bytes: int | None = None):
         self.path = folder / FILE_NAME
         self.error = ""
         self.db = None
+        self.touched: set[int] = set()  # settings this store read or wrote: never evicted by its own close
+        if max_bytes is None:
+            try:
+                max_bytes = int(float(os.environ.get("PLATEKIT_CACHE_MAX_MB", DEFAULT_MAX_MB)) * 2**20)
+            except ValueError:
+                max_bytes = DEFAULT_MAX_MB * 2**20
+        self.max_bytes = max_bytes
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
+            if "used" not in {row[1] for row in self.db.execute("PRAGMA table_info(settings)")}:  # made before the cap
+                with self.db:
+                    self.db.execute("ALTER TABLE settings ADD COLUMN used REAL NOT NULL DEFAULT 0")
         except (sqlite3.Error, OSError) as error:
             self._fail(error)
 
@@ -96,7 +111,36 @@ class FeatureStore:
     def _setting_id(self, setting: str) -> int:
         with self.db:
             self.db.execute("INSERT OR IGNORE INTO settings (fingerprint) VALUES (?)", (setting,))
-        return self.db.execute("SELECT id FROM settings WHERE fingerprint = ?", (setting,)).fetchone()[0]
+            self.db.execute("UPDATE settings SET used = ? WHERE fingerprint = ?", (time.time(), setting))
+        setting_id = self.db.execute("SELECT id FROM settings WHERE fingerprint = ?", (setting,)).fetchone()[0]
+        self.touched.add(setting_id)
+        return setting_id
+
+    def size(self) -> int:
+        """Bytes in use (pages holding data; freed pages are reused by later writes, so the file stays near this)."""
+        page_size, pages, free = (self.db.execute(f"PRAGMA {name}").fetchone()[0]
+                                  for name in ("page_size", "page_count", "freelist_count"))
+        return page_size * (pages - free)
+
+    def evict(self) -> int:
+        """Delete the least recently used settings this store did not touch until the cache fits `max_bytes`;
+        returns how many were deleted."""
+        deleted = 0
+        if self.db is None:
+            return deleted
+        try:
+            oldest = [i for (i,) in self.db.execute("SELECT id FROM settings ORDER BY used, id")
+                      if i not in self.touched]
+            for setting_id in oldest:
+                if self.size() <= self.max_bytes:
+                    break
+                with self.db:
+                    self.db.execute("DELETE FROM features WHERE setting = ?", (setting_id,))
+                    self.db.execute("DELETE FROM settings WHERE id = ?", (setting_id,))
+                deleted += 1
+        except (sqlite3.Error, OSError) as error:
+            self._fail(error)
+        return deleted
 
     def get(self, setting: str, keys: list[int], shape: tuple[int, ...]) -> dict[int, np.ndarray]:
         """Stored float16 features of `keys` under `setting` (key → array of `shape`); missing keys are left out."""
@@ -129,7 +173,10 @@ class FeatureStore:
         except (sqlite3.Error, OSError) as error:
             self._fail(error)
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Evict down to the cap and close; returns how many settings were evicted."""
+        evicted = self.evict()
         if self.db is not None:
             self.db.close()
             self.db = None
+        return evicted

@@ -276,9 +276,11 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train", store)
         valid_inputs = frozen_inputs(valid_cache, 1, 0, "cache valid", store)[0]
         if store:
-            store.close()
+            evicted = store.close()
             log(f"feature cache {store.path} not used: {store.error} (delete it to start a new one)" if store.error
-                else f"feature cache {store.path}: {reuse[0]} of {reuse[1]} view(s) read, the others computed")
+                else f"feature cache {store.path}: {reuse[0]} of {reuse[1]} view(s) read, the others computed"
+                + (f"; {evicted} least recently used view setting(s) deleted to stay under "
+                   f"{store.max_bytes / 2**20:.0f} MB" if evicted else ""))
     else:
         views = 0
         log(f"strategy {strategy}: full forward pass per step")

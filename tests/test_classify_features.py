@@ -2,6 +2,7 @@
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -99,3 +100,54 @@ def test_cache_folder_default(monkeypatch, tmp_path):
     assert features.cache_folder("auto") == tmp_path / "xdg" / "platekit"
     assert features.cache_folder("none") is None
     assert features.cache_folder(str(tmp_path / "mine")) == tmp_path / "mine"
+
+
+def _fill(store, setting, n, start=0):
+    store.put(setting, {key: np.full(1280, key, np.float16) for key in range(start, start + n)})
+
+
+def test_the_cache_stays_under_its_cap_dropping_the_least_recently_used(tmp_path):
+    folder = tmp_path / "cache"
+    store = features.FeatureStore(folder)
+    for setting in ("old", "middle", "recent"):  # 300 rows of 2.5 KB each: about 0.75 MB a setting
+        _fill(store, setting, 300)
+    assert store.get("old", [5], (1280,))[5][0] == 5  # reading "old" makes it the most recently used
+    full = store.size()
+    assert store.close() == 0  # under the default cap
+    store = features.FeatureStore(folder, max_bytes=int(full * 0.8))
+    _fill(store, "new", 300, start=1000)
+    assert store.close() == 2  # "middle", then "recent": the two used least recently; "new" is this run's own
+    store = features.FeatureStore(folder)
+    assert store.get("middle", [5], (1280,)) == {} and store.get("recent", [5], (1280,)) == {}
+    assert len(store.get("old", list(range(300)), (1280,))) == 300
+    assert len(store.get("new", list(range(1000, 1300)), (1280,))) == 300
+    assert store.size() <= full * 0.8 and not store.error
+    store.close()
+
+
+def test_a_cache_made_before_the_cap_is_upgraded(tmp_path):
+    import sqlite3
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    db = sqlite3.connect(folder / features.FILE_NAME)
+    db.executescript("CREATE TABLE settings (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE);"
+                     "CREATE TABLE features (setting INTEGER NOT NULL, key INTEGER NOT NULL, data BLOB NOT NULL,"
+                     " PRIMARY KEY (setting, key)) WITHOUT ROWID;"
+                     "INSERT INTO settings (fingerprint) VALUES ('kept');")
+    db.execute("INSERT INTO features VALUES (1, 7, ?)", (np.ones(4, np.float16).tobytes(),))
+    db.commit()
+    db.close()
+    store = features.FeatureStore(folder)
+    assert store.get("kept", [7], (4,))[7].tolist() == [1, 1, 1, 1] and not store.error
+    store.close()
+
+
+def test_a_run_says_what_it_evicted(tiny_data, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    _train(tiny_data, tmp_path / "a", cache, seed=1)
+    monkeypatch.setenv("PLATEKIT_CACHE_MAX_MB", "0.01")  # below one run's own views: only the other seed's go
+    _, counts, messages = _train(tiny_data, tmp_path / "b", cache, seed=2)
+    assert counts[0] == 48  # the centre crops (36 train, 12 valid), the same for every seed, were read
+    assert any("2 least recently used view setting(s) deleted" in m for m in messages), messages
+    _, counts, _ = _train(tiny_data, tmp_path / "c", cache, seed=2)
+    assert counts == (120, 120)  # this run's own settings were kept
