@@ -6,6 +6,7 @@ Wall time is the whole command: start-up, weight loading, JPEG decoding, trainin
 The end-to-end training rate is each run's median epoch img/s (history.csv, epochs 2 on), to set beside the pure
 step rate of bench/train_throughput.py.
   python bench/train_gpu.py [--seeds 0 1 2]
+  python bench/train_gpu.py --seeds 0 1 -- --epochs 30 --image-size 320    other `classify train` flags, after --
   python bench/train_gpu.py --pack DIR [--quality 80]
       copies what a bare GPU machine lacks into DIR (the lite2 weight package, food-dev re-encoded as JPEG at
       --quality to fit the device tool's 64 MiB tree), then run there with
