@@ -194,6 +194,13 @@ def make_noisy(clean: Path, out: Path, seed: int = 0) -> dict[str, Truth]:
     return truth
 
 
+def injected_truth(clean: Path, seed: int) -> dict[str, Truth]:
+    """What `make_noisy(clean, ..., seed)` injects (sha256 → Truth), for reading a finished work folder: the noise is
+    made again in a temporary folder and thrown away."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return make_noisy(clean, Path(tmp), seed)
+
+
 def _link_tree(records, ws_root: Path, dest: Path, valid: Path) -> None:
     """dest/train/<category>/<id>.<ext> symlinks to the workspace originals, dest/valid → valid."""
     for r in records:

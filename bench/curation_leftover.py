@@ -12,13 +12,12 @@ import argparse
 import hashlib
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from curation import make_noisy, train_arm  # noqa: E402
+from curation import injected_truth, train_arm  # noqa: E402
 from record import table  # noqa: E402
 
 KINDS = ("off_topic", "near_duplicate", "flip")
@@ -27,8 +26,7 @@ REVIEW10_ARM = 4  # runs/arm<k>: (a) clean 0, (b) noisy 1, (c) auto 2, review 5 
 
 def left_over(fold_work: Path, clean_train: Path, noise_seed: int) -> list[tuple[Path, str, str, str]]:
     """(file, its class folder, kind, true class) of every image the review-10 % arm trains on."""
-    with tempfile.TemporaryDirectory() as tmp:
-        truth = make_noisy(clean_train, Path(tmp), noise_seed)
+    truth = injected_truth(clean_train, noise_seed)
     files = []
     for link in sorted(p for p in (fold_work / "data-arm2" / "train").rglob("*") if p.is_file()):
         t = truth[hashlib.sha256(link.read_bytes()).hexdigest()]

@@ -10,8 +10,10 @@ Figures, each the mean over the folds:
     label, in 1, 2 or 4 stages: after each stage the probe is refitted with the fixes (flips relabelled, off-topic
     images and near duplicates left out), as a review UI that re-scores as one goes would;
   - with --ranking: the injected noise, by kind, in the top 10 % of `find_suspects` itself under a few settings.
-Features: the lite2 embeddings `suspects` stored in the workspace, and the lite0 features of the centre crop and 3
-augmented views that `classify train` stored in the work folder's feature cache (seed 0).
+Every probe is fitted on the same 5 stratified folds (`suspects` itself also keeps near-duplicate pairs in one fold,
+so its own figures differ slightly). Features: the lite2 embeddings `suspects` stored in the workspace, and the
+lite0 features of the centre crop and 3 augmented views that `classify train` stored in the work folder's feature
+cache (seed 0).
 
   python bench/curation_probe.py --work /tmp/cur7 --repeats 1 2 3 4 5 6 [--ranking]
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from curation import make_noisy  # noqa: E402
+from curation import injected_truth  # noqa: E402
 from record import table  # noqa: E402
 
 from curate.suspects import SCORED_STATUSES, SuspectsConfig, find_suspects  # noqa: E402
@@ -41,8 +43,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def fold_data(base: Path, fold: int, noise_seed: int, cache: sqlite3.Connection) -> dict:
     """The scored images of one fold: labels, injected kind and true label, lite2 embeddings, lite0 views."""
-    with tempfile.TemporaryDirectory() as tmp:
-        truth = make_noisy(base / "folds" / f"fold{fold}" / "train", Path(tmp), noise_seed)
+    truth = injected_truth(base / "folds" / f"fold{fold}" / "train", noise_seed)
     with Workspace(base / f"fold{fold}" / "ws-base") as ws:
         embeddings = ws.embeddings(SuspectsConfig.model)
         records = [r for r in ws.list_images(status=SCORED_STATUSES) if r.id in embeddings]
@@ -125,16 +126,16 @@ def r_precision(p: np.ndarray, d: dict) -> float:
 
 def staged_review(d: dict, budget: int, stages: int) -> int:
     """Flips found by a reviewer checking `budget` images, lowest given-label probability first, re-scored per stage."""
-    labels, reviewed, left_out, found = d["labels"].copy(), np.zeros(len(d["labels"]), bool), None, 0
+    labels, reviewed, kept, found = d["labels"].copy(), np.zeros(len(d["labels"]), bool), None, 0
     for stage in range(stages):
-        p = logistic(d["lite2"], labels, trusted=left_out)
+        p = logistic(d["lite2"], labels, trusted=kept)
         given = p[np.arange(len(labels)), labels]
         given[reviewed] = np.inf
         for i in np.argsort(given)[:budget // stages + (stage < budget % stages)]:
             reviewed[i] = True
             if d["kinds"][i] == "flip":
                 found, labels[i] = found + 1, d["true"][i]
-        left_out = ~(reviewed & np.isin(d["kinds"], ["off_topic", "near_duplicate"]))
+        kept = ~(reviewed & np.isin(d["kinds"], ["off_topic", "near_duplicate"]))
     return found
 
 

@@ -104,7 +104,7 @@ def resolve_model(config: RunConfig, device: torch.device) -> str:
 
 # A full fine-tune on a GPU: food-dev's 880 training images take under a second an epoch (lite2, H100), so it gets the
 # schedule that scored best there (bench/train_gpu.py, 3 seeds each): 40 epochs, run to the end, the backbone at 0.3x
-# the head's learning rate gave 84.7 % valid against 81.2 % for 15 epochs, early stopping and 0.1x, in 66 s vs 48 s.
+# the head's learning rate gave 84.7 % valid against 81.2 % for 15 epochs, early stopping and 0.1x, in 65 s vs 48 s (means).
 # 0.3x also on a CPU: lite0, 4 epochs, 75.0 % against 67.3 % with 0.1x (one seed, bench/RESULTS.md).
 GPU_FULL_EPOCHS, FULL_BACKBONE_LR_SCALE = 40, 0.3
 
