@@ -29,10 +29,11 @@ views; `--quick`: views=2, epochs=15), all sharing one feature cache in --work: 
 seed (about 45 s for the 1,100 food-dev images on a quiet 2-core CPU), after which a run takes about 7 s:
   (a) clean: the fold's clean train as is;
   (b) noisy: the noisy folder as is;
-  (c) auto: `import` into a workspace (drops byte duplicates), `dedup` (phash, 10 bits, per class), `accept`
-      (blocking flags unreadable/too_small/near_blank stay pending and are left out), accepted images trained on;
-  (d) review@P: as (c), but before `accept` a simulated reviewer checks the top P % of `suspects` (of the images
-      scored) and fixes what is wrong: flipped labels restored (relabel), near duplicates marked duplicate,
+  (c) auto: `import` into a workspace (drops byte duplicates), `dedup` (phash, 10 bits, per class), `suspects`
+      (which flags off_topic the images far from every category), `accept` (images with a blocking flag,
+      unreadable/too_small/near_blank/off_topic, stay pending and are left out), accepted images trained on;
+  (d) review@P: as (c), but before `accept` a simulated reviewer checks the top P % of `suspects`' order (P % of
+      the images scored; that order puts the images a blocking flag already holds back last) and fixes what is wrong: flipped labels restored (relabel), near duplicates marked duplicate,
       off-topic images rejected; clean images accepted;
   (e) oracle: as (d), but the reviewer checks exactly the injected images left: the best any review can do through
       the workspace route (import, dedup, accept, export tree).
@@ -276,6 +277,8 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_
     figures["noise_left"] = int(is_noise.sum())
     figures["noise_by_kind"] = {kind: sum(1 for i in ranking if truth[records[i].sha256].kind == kind)
                                 for kind in ("flip", "near_duplicate", "off_topic")}
+    figures["held_by_kind"] = {kind: sum(1 for s in report.suspects if s.held and truth[records[s.image_id].sha256].kind == kind)
+                               for kind in ("clean", "flip", "near_duplicate", "off_topic")}
     figures["precision"], figures["recall"] = {}, {}
     checked = {"(c) auto": []}  # arm → image ids the simulated reviewer looks at
     for budget in budgets:
@@ -403,7 +406,7 @@ def main() -> int:
         roots, figures = _prepare_fold(fold_work, fold_root, noise_seed, args.budgets)
         folds.append((roots, figures))
         print(f"{fold_name}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
-              f"steps: {figures['noise_left']} {figures['noise_by_kind']}; probe agreement {figures['probe_accuracy']:.3f}; "
+              f"steps: {figures['noise_left']} {figures['noise_by_kind']}; held back by a flag: {figures.get('held_by_kind')}; probe agreement {figures['probe_accuracy']:.3f}; "
               f"precision@K {figures['precision']}", flush=True)
     accuracy: dict[str, list[float]] = {}  # arm → one value per run, runs in the same (seed, fold) order for every arm
     position: dict[str, list[float]] = {}  # the same for -average position (mean rank of the true class, 1 = perfect)
@@ -447,6 +450,8 @@ def main() -> int:
     runs = [f"{name} seed {s}" for s in args.seeds for name, *_ in fold_roots]
     per_run = table(["run", *accuracy], [[run, *(f"{accuracy[arm][i]:.3f}" for arm in accuracy)] for i, run in enumerate(runs)])
     kinds = {kind: sum(fig["noise_by_kind"][kind] for _, fig in folds) for kind in folds[0][1]["noise_by_kind"]}
+    held = ({kind: sum(fig["held_by_kind"][kind] for _, fig in folds) for kind in folds[0][1]["held_by_kind"]}
+            if all("held_by_kind" in fig for _, fig in folds) else None)
     split = (f"{args.folds} stratified folds of food-dev train+valid (1,100 images; each fold's 220 are valid once, the "
              f"other 880 are the clean train), dealt {len(args.repeats)} time(s) (repeats {' '.join(map(str, args.repeats))}); "
              f"noise seeds {', '.join(str(seed) for *_, seed in fold_roots)}"
@@ -454,7 +459,9 @@ def main() -> int:
     notes = (f"{split}; training seeds {' '.join(map(str, args.seeds))}: {len(runs)} paired runs per arm. After the "
              f"automatic steps {sum(fig['noise_left'] for _, fig in folds)} injected images were left among "
              f"{sum(fig['scored'] for _, fig in folds)} ranked, all folds together ({kinds}); a random order finds noise with "
-             f"precision {np.mean([fig['random_precision'] for _, fig in folds]):.2f}. Probe agreement with the noisy labels "
+             f"precision {np.mean([fig['random_precision'] for _, fig in folds]):.2f}"
+             + (f"; held back by a blocking flag (ranked last, left out by `accept`): {held}" if held else "")
+             + f". Probe agreement with the noisy labels "
              f"{np.mean([fig['probe_accuracy'] for _, fig in folds]):.3f}; embedding + ranking "
              f"{np.mean([fig['suspects_s'] for _, fig in folds]):.0f} s a fold. Training: "
              f"{'lite0, freeze=all, views=2, epochs=15 (--quick)' if args.quick else 'classify train defaults'}; "

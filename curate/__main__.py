@@ -161,11 +161,17 @@ def cmd_suspects(args, ws) -> int:
 
         print(json.dumps([{"rank": k, **asdict(s)} for k, s in enumerate(shown, 1)], indent=2, ensure_ascii=False))
         return 0
-    rows = [[k, f"{s.score:.3f}", s.category, s.suggested_label or "-", s.reason, s.origin] for k, s in enumerate(shown, 1)]
+    rows = [[k, f"{s.score:.3f}", s.category, s.suggested_label or "-", s.reason + (" [held]" if s.held else ""), s.origin]
+            for k, s in enumerate(shown, 1)]
     if rows:
         print(_table(["rank", "score", "category", "suggested", "reason", "origin"], rows))
     agreement = "" if report.probe_accuracy is None else f"; probe agrees with {report.probe_accuracy:.1%} of labels"
     print(f"{len(report.suspects)} images scored ({report.embedded} embedded, {report.cached} from cache){agreement}")
+    held = [s for s in report.suspects if s.held]
+    if held:
+        off_topic = sum("far from every category" in s.reason for s in held)
+        print(f"{len(held)} held back, ranked last (pending with a blocking flag; {off_topic} off-topic): `accept` leaves "
+              "them out; review them with the review UI's flag filter")
     return 0
 
 

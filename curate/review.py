@@ -13,7 +13,7 @@ import numpy as np
 
 from curate import CurateError
 from curate.dedup import hamming
-from curate.quality import FLAGS
+from curate.quality import BLOCKING_FLAGS, FLAGS
 from curate.thumbnails import GRID_PX, cached_copy, upright_size, view_file
 from curate.workspace import MANIFEST, STATUSES, ImageRecord, Workspace, read_rows, select_images
 
@@ -30,7 +30,9 @@ SHORTCUTS = (("a", "accept"), ("r", "reject"), ("u", "undo"), ("j / →", "next 
 _SORT_SQL = {
     "id": "abs(0)",  # a constant (a bare 0 would mean "column 0" to ORDER BY)
     "flags": "-(length(flags) - length(replace(flags, ',', '')) + (flags != ''))",
-    "suspicion": "COALESCE(-suspicion, 1e308)",  # highest first, unscored last
+    # highest first, the pending images a blocking flag holds back after the others (curate.suspects' order), unscored last
+    "suspicion": "COALESCE(-suspicion + 2 * (status = 'pending' AND ("
+                 + " OR ".join(f"(',' || flags || ',') LIKE '%,{f},%'" for f in BLOCKING_FLAGS) + ")), 1e308)",
 }
 
 

@@ -19,6 +19,15 @@ What is computed (``find_suspects``):
      (flips, crops); the smaller/newer of the two is marked — "near-duplicate of #12 (0.97)".
    Unreadable images score 1.0. An image far from every category gets no suggested label: it wants rejecting.
 
+An image whose "far from every category" signal reaches ``off_topic_at`` also gets the quality flag ``off_topic``
+(cleared again when a later run finds it near a category), which `accept` treats as blocking: it stays pending, out
+of the export, until someone looks at it (the review UI filters by it and rejects all with it in one action).
+
+Order: most suspicious first among the images `accept` would let through, then the pending images a blocking flag
+already holds back (off-topic, unreadable, near-blank, too small), each part by score. The review queue goes to the
+images that can still reach the training set: on bench/curation.py this put 59 of a fold's 70 label flips in the
+top 10 % instead of 55, where the off-topic images had taken 15 of its 95 places.
+
 Scores, suggested labels (the probe's top category when it is not the current one) and reasons are stored on
 the images (columns suspicion, suggested_label, suspicion_reason); ``list_by_suspicion`` reads them back in order.
 Duplicates and rejected images are not scored: dedup and the reviewer already decided about them.
@@ -31,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate import CurateError
+from curate.quality import BLOCKING_FLAGS, FLAGS, SET_BY_SUSPECTS
 from curate.workspace import ImageRecord, Workspace
 
 SCORED_STATUSES = ("pending", "accepted")
@@ -66,6 +76,11 @@ class SuspectsConfig:
     # come within the top 20 %. bench/curation.py, 5 folds, lite2, flips + off-topic in the top 10 % / 20 %:
     # 0.97: 188 + 255 / 313 + 257; 0.9: 279 + 76 / 313 + 257; 0.8: 289 + 47 / 324 + 110 (of 350 + 264).
     off_topic_weight: float = 0.9
+    # "Far from every category" at or above this (robust z 4.7 with global_outlier_z) flags the image off_topic. On the
+    # bench's 30 tuning folds (bench/curation.py repeats 1-6), per fold: 50.6 of its 53 off-topic images flagged, 2.8 of
+    # its ~800 clean ones (Food-101 oddities: foil parcels, photos under coloured light) and 0.2 flips; at 0.5, 52.8 /
+    # 11.5 / 1.3, and the top 10 % of the queue held the same 58.7 flips either way.
+    off_topic_at: float = 0.9
     seed: int = 0
     batch_size: int = 16
 
@@ -81,6 +96,7 @@ class Suspect:
     reason: str
     origin: str  # source URL, or the original path for imports
     label_probability: float | None  # out-of-fold probability of its current label
+    held: bool = False  # pending with a blocking flag: `accept` leaves it out (ranked after the others)
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,11 @@ def _group_of(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return group_labels(n, i.astype(np.int64), j.astype(np.int64))
 
 
+def _held(status: str, flags: tuple[str, ...]) -> bool:
+    """Whether `accept` (default blocking flags) leaves this image out of the training set without a review."""
+    return status == "pending" and any(f in BLOCKING_FLAGS for f in flags)
+
+
 def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), progress: bool = False) -> SuspectsReport:
     """Score every pending/accepted image, store the scores in the manifest, return them most suspicious first."""
     records = ws.list_images(status=SCORED_STATUSES)
@@ -271,7 +292,13 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
                     signals.append((s_label[idx], f"unsure of its label ({given[idx]:.2f})"))
             # far from every category implies far from its own: say only the stronger statement
             signals.append((s_away[idx], "far from every category") if s_away[idx] >= 0.3 else (s_far[idx], "far from its class"))
-        for flag in r.flags:
+        flags = [f for f in r.flags if f not in SET_BY_SUSPECTS] + (["off_topic"] if s_away[idx] >= config.off_topic_at else [])
+        flags = tuple(f for f in FLAGS if f in flags)
+        if flags != r.flags:
+            ws.set_flags(r.id, flags)
+        for flag in flags:
+            if flag in SET_BY_SUSPECTS:
+                continue  # its signal is the distance itself, already counted
             signals.append((QUALITY_WEIGHTS.get(flag, 0.0), flag.replace("_", " ")))
         if idx in twin:
             keep, sim = twin[idx]
@@ -282,22 +309,24 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         shown.sort(key=lambda text: not text.startswith("looks like"))  # the actionable reason first
         reason = ", ".join(shown)
         results[r.id] = Suspect(r.id, score, r.category, suggested, reason, r.source_url or r.path,
-                                None if given is None else round(float(given[idx]), 4))
+                                None if given is None else round(float(given[idx]), 4), _held(r.status, flags))
     for r in records:
         if r.id in unreadable:
-            results[r.id] = Suspect(r.id, 1.0, r.category, None, "unreadable", r.source_url or r.path, None)
-    ordered = tuple(sorted(results.values(), key=lambda s: (-s.score, s.image_id)))
+            results[r.id] = Suspect(r.id, 1.0, r.category, None, "unreadable", r.source_url or r.path, None,
+                                    _held(r.status, r.flags))
+    ordered = tuple(sorted(results.values(), key=lambda s: (s.held, -s.score, s.image_id)))
     ws.set_suspicion({s.image_id: (s.score, s.suggested_label, s.reason) for s in ordered})
     return SuspectsReport(ordered, embedded, len(records) - embedded - len(unreadable), probe_accuracy)
 
 
 def list_by_suspicion(ws: Workspace, category: str | None = None, status: str | tuple[str, ...] | None = SCORED_STATUSES,
                       limit: int | None = None, offset: int = 0) -> list[ImageRecord]:
-    """Images most suspicious first (as stored by the last `find_suspects`); unscored images last, oldest first.
+    """Images most suspicious first (as stored by the last `find_suspects`), the pending ones a blocking flag holds
+    back after the others (as `find_suspects` orders them); unscored images last, oldest first.
 
     For the review UI's "most suspicious first" order: `record.suspicion`, `record.suggested_label` and
     `record.suspicion_reason` carry what to show.
     """
     records = ws.list_images(category=category, status=status)
-    records.sort(key=lambda r: (r.suspicion is None, -(r.suspicion or 0.0), r.id))
+    records.sort(key=lambda r: (r.suspicion is None, _held(r.status, r.flags), -(r.suspicion or 0.0), r.id))
     return records[offset:None if limit is None else offset + limit]

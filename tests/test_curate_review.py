@@ -520,12 +520,14 @@ def test_ordering_is_pending_first_and_sorts_by_flags_and_suspicion(tmp_path):
                 db.execute("ALTER TABLE images ADD COLUMN suspicion REAL")
             db.execute("UPDATE images SET suspicion = 0.9 WHERE id = ?", (ids[5],))
             db.execute("UPDATE images SET suspicion = 0.5 WHERE id = ?", (ids[2],))
+            db.execute("UPDATE images SET suspicion = 0.95 WHERE id = ?", (ids[3],))
+        ws.set_flags(ids[3], ("off_topic",))  # held back from `accept` by a blocking flag: after the other scored ones
         by_suspicion = [r.id for r in page_of(ws, View("Pad Thai", sort="suspicion"), 0)]
-        assert by_suspicion[:3] == [ids[5], ids[2], ids[1]] and by_suspicion[-1] == ids[0]
+        assert by_suspicion[:4] == [ids[5], ids[2], ids[3], ids[1]] and by_suspicion[-1] == ids[0]
         # after deciding ids[2], the next pending in that order comes next; at the end it wraps
         key = order_key(ws, View("Pad Thai", sort="suspicion"), ids[2])
         ws.set_status(ids[2], "rejected")
-        assert next_after_decision(ws, View("Pad Thai", sort="suspicion"), key).id == ids[1]
+        assert next_after_decision(ws, View("Pad Thai", sort="suspicion"), key).id == ids[3]
         last = order_key(ws, view, ids[-1])
         ws.set_status(ids[-1], "rejected")
         assert next_after_decision(ws, view, last).id == ids[1]

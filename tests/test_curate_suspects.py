@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from conftest import COLOURS, make_image
 from curate import CurateError
 from curate.__main__ import main
-from curate.quality import BLOCKING_FLAGS, accept_passing, flags_for_file
+from curate.quality import BLOCKING_FLAGS, accept_passing, check, flags_for_file
 from curate.suspects import QUALITY_WEIGHTS, SuspectsConfig, find_suspects, list_by_suspicion, near_duplicate_pairs
 from curate.workspace import Workspace
 
@@ -56,20 +56,46 @@ def scored(tmp_path_factory):
     return root / "ws", report, wrong.id, off.id
 
 
-def test_mislabeled_and_off_topic_rank_first(scored):
+def test_mislabeled_ranks_first_and_off_topic_is_flagged_and_held(scored):
     ws_root, report, wrong, off = scored
     assert len(report.suspects) == 32 and report.embedded == 32 and report.cached == 0
-    top = [s.image_id for s in report.suspects[:2]]
-    assert set(top) == {wrong, off}
     by_id = {s.image_id: s for s in report.suspects}
-    assert by_id[wrong].suggested_label == "red_soup"
+    assert report.suspects[0].image_id == wrong and by_id[wrong].suggested_label == "red_soup"
     assert "looks like red_soup" in by_id[wrong].reason
-    assert "far from" in by_id[off].reason
     assert by_id[wrong].label_probability < 0.5
-    scores = [s.score for s in report.suspects]
+    # the text image is flagged off_topic, which holds it back from `accept`: it is ranked after every other image
+    assert "far from every category" in by_id[off].reason and by_id[off].held
+    assert report.suspects[-1].image_id == off and [s.image_id for s in report.suspects if s.held] == [off]
+    with Workspace(ws_root) as ws:
+        assert "off_topic" in ws.get(off).flags
+        assert [r.id for r in ws.list_images(flag="off_topic")] == [off]
+    scores = [s.score for s in report.suspects[:-1]]
     assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
-    assert scores[2] < by_id[wrong].score  # the clean images come clearly after
+    assert scores[1] < by_id[wrong].score  # the clean images come clearly after
+    assert by_id[off].score > scores[1]  # still scored as suspicious as it is: only its place in the queue differs
     assert report.probe_accuracy >= 0.8  # the probe learned the colours (the two planted images cannot agree)
+
+
+def test_off_topic_flag_holds_until_reviewed_and_is_kept_by_check(scored, tmp_path):
+    ws_root, report, wrong, off = scored
+    shutil.copytree(ws_root, tmp_path / "ws")
+    with Workspace(tmp_path / "ws") as ws:
+        clean = report.suspects[5].image_id
+        ws.set_flags(clean, ("off_topic",))  # stale: a later run finds it near its class and clears the flag
+        result = accept_passing(ws)
+        assert result.held == {"blue_cheese": {"off_topic": 1}, ws.get(clean).category: {"off_topic": 1}}
+        assert ws.get(off).status == "pending"
+        ws.undo()
+        again = find_suspects(ws, TOY)
+        assert ws.get(clean).flags == () and "off_topic" in ws.get(off).flags
+        assert [s.image_id for s in again.suspects if s.held] == [off]
+        ws.set_status(off, "accepted")  # a reviewer kept it: no longer held, ranked by its score again
+        kept = find_suspects(ws, TOY)
+        assert {s.image_id for s in kept.suspects[:2]} == {wrong, off} and not any(s.held for s in kept.suspects)
+        assert "off_topic" in ws.get(off).flags  # the flag still says what it is
+        ws.set_flags(off, ("off_topic",))
+        check(ws)  # pixel flags recomputed from the files: the flag set by suspects stays
+        assert ws.get(off).flags == ("grayscale", "off_topic")
 
 
 def test_off_topic_label_is_not_compounded(scored, tmp_path):
@@ -116,7 +142,8 @@ def test_embeddings_are_cached_and_only_new_images_embedded(scored, tmp_path):
 
 def test_default_model_ranks_planted_noise_first_on_food_photos(food_dev, tmp_path):
     """Real photos, default settings: 4 classes x 40 food-dev images, the first of three of them moved to the next
-    class and a text image added: the four planted images are within the top 5 % (8 of 161; they are ranks 1-4)."""
+    class and a text image added: the three flips are within the top 5 % of the queue (8 of 161; they are ranks 1-3)
+    and the text image is flagged off_topic and held back."""
     classes = sorted(p.name for p in (food_dev / "train").iterdir() if p.is_dir())[:4]
     with Workspace(tmp_path / "ws") as ws:
         planted = set()
@@ -131,7 +158,11 @@ def test_default_model_ranks_planted_noise_first_on_food_photos(food_dev, tmp_pa
         assert len(ws.embeddings(SuspectsConfig.model)) == 161
     assert SuspectsConfig.model == "efficientnet_lite2" and len(report.suspects) == 161
     ranks = {s.image_id: k for k, s in enumerate(report.suspects, 1)}
-    assert max(ranks[i] for i in planted) <= 8, sorted(ranks[i] for i in planted)
+    held = [s for s in report.suspects if s.held]
+    text = max(planted)
+    assert held[0].image_id == text and "far from every category" in held[0].reason, held[:3]
+    assert len(held) <= 3  # a real photo is rarely that far from every category (2 of these 160: foil parcels, blue light)
+    assert max(ranks[i] for i in planted - {text}) <= 8, sorted(ranks[i] for i in planted)
     moved = [s for s in report.suspects if s.image_id in planted and s.suggested_label]
     assert {s.suggested_label for s in moved} == set(classes[:3])  # each flip's suggestion is its true class
 
@@ -151,14 +182,16 @@ def test_suspects_cli_json_and_table(scored, capsys):
     assert main(["--workspace", str(ws_root), "suspects", "--top", "3", "--json", "--model", TOY.model]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in rows] == [1, 2, 3]
-    assert {rows[0]["image_id"], rows[1]["image_id"]} == {wrong, off}
-    assert {"score", "category", "suggested_label", "reason", "origin"} <= set(rows[0])
+    assert rows[0]["image_id"] == wrong and not rows[0]["held"]
+    assert {"score", "category", "suggested_label", "reason", "origin", "held"} <= set(rows[0])
     assert rows[0]["origin"].endswith((".jpg", ".png"))
-    assert main(["--workspace", str(ws_root), "suspects", "--top", "2", "--model", TOY.model]) == 0
+    assert main(["--workspace", str(ws_root), "suspects", "--model", TOY.model]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:5] == ["rank", "score", "category", "suggested", "reason"]
-    assert any("red_soup" in line and "looks like" in line for line in out[2:4])
-    assert "32 images scored (0 embedded, 32 from cache)" in out[-1]
+    assert "red_soup" in out[2] and "looks like" in out[2]
+    assert out[-3].split()[0] == "32" and "far from every category [held]" in out[-3]  # the held text image, last
+    assert "32 images scored (0 embedded, 32 from cache)" in out[-2]
+    assert out[-1].startswith("1 held back, ranked last (pending with a blocking flag; 1 off-topic): `accept` leaves")
 
 
 def test_suspects_cli_errors_are_one_line(tmp_path, scored):
@@ -210,7 +243,7 @@ def mixed_ws(tmp_path):
 
 def test_accept_passing_respects_blocking_flags_and_is_undoable(mixed_ws):
     ws, ids = mixed_ws
-    assert BLOCKING_FLAGS == ("unreadable", "too_small", "near_blank")
+    assert BLOCKING_FLAGS == ("unreadable", "too_small", "near_blank", "off_topic")
     report = accept_passing(ws)
     assert report.accepted == {"red_soup": 2, "green_salad": 3}
     assert report.held == {"red_soup": {"near_blank": 1, "too_small": 1}}
