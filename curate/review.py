@@ -627,7 +627,9 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
             return (*render(view_of(category, status, flag, sort), _get(image_id), page, str(err), error=True),
                     gr.Dropdown())
         agree = "" if report.probe_accuracy is None else f"; the probe agrees with {report.probe_accuracy:.0%} of labels"
-        text = f"ranked {len(report.suspects)} images ({report.embedded} newly embedded){agree}: most suspicious first"
+        held = sum(s.held for s in report.suspects)
+        off_topic = f"; {held} held back by a blocking flag come last (quality flag filter: off_topic, ...)" if held else ""
+        text = f"ranked {len(report.suspects)} images ({report.embedded} newly embedded){agree}: most suspicious first{off_topic}"
         return (*render(view, first(view), 0, text),
                 gr.Dropdown(choices=sort_labels, value="most suspicious first"))
 
