@@ -26,13 +26,15 @@ SHORTCUTS = (("a", "accept"), ("r", "reject"), ("u", "undo"), ("j / →", "next 
              ("x", "reset crop"), ("s", "relabel to the suggested label"), ("l", "go to the relabel box"),
              ("n / p", "next / previous grid page"), ("drag on the image", "draw a crop box"))
 
+# True for an image with a flag that stops `accept` (curate.quality.BLOCKING_FLAGS).
+_BLOCKED_SQL = "(" + " OR ".join(f"(',' || flags || ',') LIKE '%,{f},%'" for f in BLOCKING_FLAGS) + ")"
+
 # Sort keys, ascending; every ordering puts pending images first and ends with the id so it is total.
 _SORT_SQL = {
     "id": "abs(0)",  # a constant (a bare 0 would mean "column 0" to ORDER BY)
     "flags": "-(length(flags) - length(replace(flags, ',', '')) + (flags != ''))",
     # highest first, the pending images a blocking flag holds back after the others (curate.suspects' order), unscored last
-    "suspicion": "COALESCE(-suspicion + 2 * (status = 'pending' AND ("
-                 + " OR ".join(f"(',' || flags || ',') LIKE '%,{f},%'" for f in BLOCKING_FLAGS) + ")), 1e308)",
+    "suspicion": f"COALESCE(-suspicion + 2 * (status = 'pending' AND {_BLOCKED_SQL}), 1e308)",
 }
 
 
@@ -169,14 +171,14 @@ def keep_instead(ws: Workspace, image_id: int) -> ImageRecord:
 
 
 def decide_many(ws: Workspace, view: View, status: str, flag: str | None = None, max_id: int | None = None) -> int:
-    """Bulk decision in one transaction and one batch (one undo takes it back): pending → accepted, or every image
-    with `flag` → rejected.
+    """Bulk decision in one transaction and one batch (one undo takes it back): pending → accepted (as `accept` does,
+    the images with a blocking flag stay pending), or every image with `flag` → rejected.
 
     `max_id` bounds it to images that existed when the user confirmed (a scrape may be adding more).
     """
     where, params = "category = ?", [view.category]
     if flag is None:
-        where += " AND status = 'pending'"
+        where += f" AND status = 'pending' AND NOT {_BLOCKED_SQL}"
     else:
         where += " AND status != ? AND (',' || flags || ',') LIKE ?"
         params += [status, f"%,{flag},%"]
@@ -593,7 +595,10 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         if not category:
             return hidden
         if action == "accept":
-            where, params, what = "category = ? AND status = 'pending'", [category], "Accept all {n} pending images"
+            held = read_rows(ws, f"SELECT COUNT(*) FROM images WHERE category = ? AND status = 'pending' AND {_BLOCKED_SQL}",
+                             [category])[0][0]
+            where, params = f"category = ? AND status = 'pending' AND NOT {_BLOCKED_SQL}", [category]
+            what = "Accept all {n} pending images" + (f" ({held} with a blocking flag stay pending)" if held else "")
         else:
             if not flag:
                 return gr.Column(visible=True), message_html("pick a flag first", True), None
