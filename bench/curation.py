@@ -33,8 +33,9 @@ seed (about 45 s for the 1,100 food-dev images on a quiet 2-core CPU), after whi
       (which flags off_topic the images far from every category), `accept` (images with a blocking flag,
       unreadable/too_small/near_blank/off_topic, stay pending and are left out), accepted images trained on;
   (d) review@P: as (c), but before `accept` a simulated reviewer checks the top P % of `suspects`' order (P % of
-      the images scored; that order puts the images a blocking flag already holds back last) and fixes what is wrong: flipped labels restored (relabel), near duplicates marked duplicate,
-      off-topic images rejected; clean images accepted;
+      the images scored; that order puts the images a blocking flag already holds back last) and fixes what is
+      wrong: flipped labels restored (relabel), near duplicates marked duplicate, off-topic images rejected; clean
+      images accepted;
   (e) oracle: as (d), but the reviewer checks exactly the injected images left: the best any review can do through
       the workspace route (import, dedup, accept, export tree).
 Reported: valid accuracy per arm (mean ± standard error over the runs), the standard deviation of each arm's
@@ -406,7 +407,8 @@ def main() -> int:
         roots, figures = _prepare_fold(fold_work, fold_root, noise_seed, args.budgets)
         folds.append((roots, figures))
         print(f"{fold_name}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
-              f"steps: {figures['noise_left']} {figures['noise_by_kind']}; held back by a flag: {figures.get('held_by_kind')}; probe agreement {figures['probe_accuracy']:.3f}; "
+              f"steps: {figures['noise_left']} {figures['noise_by_kind']}; held back by a flag: {figures.get('held_by_kind')}; "
+              f"probe agreement {figures['probe_accuracy']:.3f}; "
               f"precision@K {figures['precision']}", flush=True)
     accuracy: dict[str, list[float]] = {}  # arm → one value per run, runs in the same (seed, fold) order for every arm
     position: dict[str, list[float]] = {}  # the same for -average position (mean rank of the true class, 1 = perfect)

@@ -1,6 +1,6 @@
 """Off-topic images held back instead of reviewed first, tried on a finished `curation.py --repeats ...` work folder
 made before `suspects` flagged them: for every fold, the images whose "far from every category" signal reaches CUT
-(recomputed from the lite2 embeddings stored in the fold's workspace, as curate.suspects computes it) are left
+(recomputed from the lite2 embeddings stored in the fold's workspace by curate.suspects.far_from_every_category) are left
 pending, the simulated reviewer checks the first 10 % (of all images scored) of the suspicion order without them,
 and with --train the arm is trained (classify train defaults, the work folder's feature cache) and its share of the
 clean-vs-noisy gap reported next to the fold's own review-10 % arm. Exploratory: how the change in curate.suspects
@@ -25,22 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from curation import _review, injected_truth, train_arm  # noqa: E402
 
 from curate.quality import BLOCKING_FLAGS  # noqa: E402
-from curate.suspects import SuspectsConfig  # noqa: E402
+from curate.suspects import SuspectsConfig, far_from_every_category  # noqa: E402
 from curate.workspace import Workspace  # noqa: E402
 
 KINDS = ("clean", "flip", "near_duplicate", "off_topic")
 REVIEW10_ARM = 4  # runs/arm<k>: (a) clean 0, (b) noisy 1, (c) auto 2, review 5 % 3, review 10 % 4 ...
-
-
-def away_signal(features: np.ndarray, labels: np.ndarray, config: SuspectsConfig = SuspectsConfig()) -> np.ndarray:
-    """curate.suspects' "far from every category" signal (0..1) of each row of unit-length `features`."""
-    centroids = np.stack([features[labels == k].mean(0) for k in np.unique(labels)])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    nearest = 1 - (features @ centroids.T).max(1)
-    median = np.median(nearest)
-    mad = 1.4826 * np.median(np.abs(nearest - median))
-    lo, hi = config.global_outlier_z
-    return np.clip(((nearest - median) / mad - lo) / (hi - lo), 0, 1)
 
 
 def main() -> None:
@@ -66,7 +55,8 @@ def main() -> None:
                 stored = ws.embeddings(SuspectsConfig.model)
             features = np.stack([np.frombuffer(stored[x.id][1], dtype=np.float32) for x in scored])
             categories = sorted({x.category for x in scored})
-            held = away_signal(features, np.array([categories.index(x.category) for x in scored])) >= args.cut
+            labels = np.array([categories.index(x.category) for x in scored])
+            held = far_from_every_category(features, labels, len(categories)) >= args.cut
             queue = [x for x, h in zip(scored, held) if not h][:round(args.budget / 100 * len(scored))]
             held_ids = {x.id for x, h in zip(scored, held) if h}
             kind = lambda x: truth[x.sha256].kind  # noqa: E731

@@ -169,7 +169,7 @@ def cmd_suspects(args, ws) -> int:
     print(f"{len(report.suspects)} images scored ({report.embedded} embedded, {report.cached} from cache){agreement}")
     held = [s for s in report.suspects if s.held]
     if held:
-        off_topic = sum("far from every category" in s.reason for s in held)
+        off_topic = len(ws.list_images(status="pending", flag="off_topic"))
         print(f"{len(held)} held back, ranked last (pending with a blocking flag; {off_topic} off-topic): `accept` leaves "
               "them out; review them with the review UI's flag filter")
     return 0

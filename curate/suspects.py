@@ -212,6 +212,22 @@ def _group_of(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return group_labels(n, i.astype(np.int64), j.astype(np.int64))
 
 
+def far_from_every_category(features: np.ndarray, labels: np.ndarray, num_classes: int,
+                            config: SuspectsConfig = SuspectsConfig()) -> np.ndarray:
+    """The "far from every category" signal (0..1) of each row of unit-length `features`: the distance to the nearest
+    class centroid in robust z-units over all images, ramped over `config.global_outlier_z`; zeros for fewer than 2
+    classes or 3 images."""
+    if num_classes < 2 or len(features) < 3:
+        return np.zeros(len(features))
+    centroids = np.stack([features[labels == k].mean(0) for k in range(num_classes)])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True).clip(1e-12)
+    nearest = 1 - (features @ centroids.T).max(1)
+    median = np.median(nearest)
+    mad = 1.4826 * np.median(np.abs(nearest - median)) or 1e-6
+    lo, hi = config.global_outlier_z
+    return np.clip(((nearest - median) / mad - lo) / (hi - lo), 0, 1)
+
+
 def _held(status: str, flags: tuple[str, ...]) -> bool:
     """Whether `accept` (default blocking flags) leaves this image out of the training set without a review."""
     return status == "pending" and any(f in BLOCKING_FLAGS for f in flags)
@@ -266,17 +282,10 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         lo, hi = config.outlier_z
         s_far[members] = np.clip((z - lo) / (hi - lo), 0, 1)
 
-    s_away = np.zeros(n)
-    if len(categories) >= 2 and n >= 3:
-        centroids = np.stack([features[labels == k].mean(0) for k in range(len(categories))])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True).clip(1e-12)
-        nearest = 1 - (features @ centroids.T).max(1)
-        median = np.median(nearest)
-        mad = 1.4826 * np.median(np.abs(nearest - median)) or 1e-6
-        lo, hi = config.global_outlier_z
-        s_away = np.clip(((nearest - median) / mad - lo) / (hi - lo), 0, 1)
+    s_away = far_from_every_category(features, labels, len(categories), config)
 
     results: dict[int, Suspect] = {}
+    new_flags: dict[int, tuple[str, ...]] = {}  # image id → its flags, where off_topic came or went
     for idx, r in enumerate(readable):
         signals = []  # (strength, reason)
         suggested = None
@@ -295,7 +304,7 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         flags = [f for f in r.flags if f not in SET_BY_SUSPECTS] + (["off_topic"] if s_away[idx] >= config.off_topic_at else [])
         flags = tuple(f for f in FLAGS if f in flags)
         if flags != r.flags:
-            ws.set_flags(r.id, flags)
+            new_flags[r.id] = flags
         for flag in flags:
             if flag in SET_BY_SUSPECTS:
                 continue  # its signal is the distance itself, already counted
@@ -315,7 +324,10 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
             results[r.id] = Suspect(r.id, 1.0, r.category, None, "unreadable", r.source_url or r.path, None,
                                     _held(r.status, r.flags))
     ordered = tuple(sorted(results.values(), key=lambda s: (s.held, -s.score, s.image_id)))
-    ws.set_suspicion({s.image_id: (s.score, s.suggested_label, s.reason) for s in ordered})
+    with ws.transaction():  # the flags and the scores land together
+        for image_id, flags in new_flags.items():
+            ws.set_flags(image_id, flags)
+        ws.set_suspicion({s.image_id: (s.score, s.suggested_label, s.reason) for s in ordered})
     return SuspectsReport(ordered, embedded, len(records) - embedded - len(unreadable), probe_accuracy)
 
 
