@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from classify import ClassifyError
+from classify.options import Parser
 
 HELP = {
     "data": "ImageFolder root with train/ and valid/ (optional test/), or one folder of class folders",
@@ -62,7 +63,7 @@ def add_run_options(parser: argparse.ArgumentParser, skip=()) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m classify", description="Train, evaluate and use a food classifier.")
+    parser = Parser(prog="python -m classify", description="Train, evaluate and use a food classifier.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="fine-tune a pretrained backbone on an ImageFolder set")

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from classify.options import Parser
 from curate import CurateError
 
 
@@ -178,7 +179,7 @@ def cmd_suspects(args, ws) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from curate.workspace import STATUSES  # noqa: F401  (keeps import errors out of --help)
 
-    parser = argparse.ArgumentParser(prog="python -m curate", description="Build a food image set: scrape or import, "
+    parser = Parser(prog="python -m curate", description="Build a food image set: scrape or import, "
                                      "deduplicate, flag, review and export as ImageFolder.")
     parser.add_argument("--workspace", default="workspace", help="workspace folder (default: ./workspace)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,42 @@
+"""What every bad-input case asserts: a non-zero exit, one line on stderr that says what is wrong, no traceback,
+and (by the caller) what is on disk afterwards. Shared by the tests/test_bad_inputs_*.py files."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(package: str, *args, cwd=None, timeout=180, env=None) -> subprocess.CompletedProcess:
+    """`python -m package args...` in a real subprocess, with this checkout's code first on the path."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                   **(env or {})}
+    return subprocess.run([sys.executable, "-m", package, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=environment)
+
+
+def assert_refused(done: subprocess.CompletedProcess, *words: str, code: int | None = None) -> str:
+    """The command failed cleanly: non-zero exit (or `code`), no traceback, one stderr line containing each of
+    `words` (case-insensitive). Returns that line."""
+    err = done.stderr.strip()
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr[-3000:]
+    assert done.returncode != 0 if code is None else done.returncode == code, (done.returncode, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    # progress bars (tqdm) may have drawn on stderr before the error: the error is the last line
+    assert lines, "no error message on stderr"
+    last = lines[-1]
+    assert all(not line.startswith(("  File ", "During handling")) for line in lines), err
+    for word in words:
+        assert word.lower() in last.lower(), (word, last)
+    return last
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under `root` (relative path -> sha256): compare before and after to prove nothing was touched."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
