@@ -39,8 +39,11 @@ def cmd_import(args, ws) -> int:
             raise CurateError(f"--rename wants OLD=NEW, got {pair!r}")
         rename[old] = new
     report = import_images(ws, args.source, category=args.category, rename=rename, min_size_px=args.min_size, progress=True)
-    rows = [[cat, c.added, c.already_present, _reasons(c.rejected)] for cat, c in report.categories.items()]
-    print(_table(["category", "added", "already present", "rejected"], rows))
+    rows = [[cat, c.added, c.already_present, c.duplicate, _reasons(c.rejected)]
+            for cat, c in report.categories.items()]
+    if report.skipped:  # files that are no images to import: counted too, never dropped unseen
+        rows.append(["(no category: skipped)", 0, 0, 0, _reasons(report.skipped)])
+    print(_table(["category", "added", "already present", "duplicate", "rejected"], rows))
     return 0
 
 

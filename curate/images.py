@@ -17,6 +17,9 @@ EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": 
 MIN_SIZE_PX = 128
 # Decompression-bomb guard: 40 MP is well beyond any useful training photo and far below what exhausts memory.
 MAX_PIXELS = 40_000_000
+# Byte cap on one file, downloaded or imported: 30 MB is far above any photo worth training on. Readers stop just
+# past it instead of trusting a size someone else declared (a zip directory, a Content-Length).
+MAX_FILE_BYTES = 30_000_000
 # Why an image was refused; scrape and import count rejections by these names.
 REASONS = ("empty", "not_an_image", "unsupported_format", "truncated", "too_small", "too_large")
 

@@ -1,22 +1,32 @@
 """`import`: copy images in from an ImageFolder tree, a .zip of one, a flat folder or a Hugging Face dataset."""
 from __future__ import annotations
 
-import io
+import re
+import zlib
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from tqdm import tqdm
 
 from curate import CurateError
-from curate.images import MIN_SIZE_PX, InvalidImage, inspect_bytes
+from curate.images import MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
 from curate.workspace import Workspace
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif"}
+# Image formats known by name but not decoded here: skipped as unsupported_format rather than as "not an image".
+OTHER_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".svg", ".dng", ".cr2", ".nef", ".arw", ".raw"}
 # Split folders whose classes are merged: an ImageFolder tree often comes as train/valid/test.
 SPLIT_NAMES = {"train", "training", "valid", "val", "validation", "test", "testing", "dev"}
+# Why a file of the source was never read (counted in ImportReport.skipped): dot files and macOS resource forks,
+# names that are not images, image formats not supported, zip entries whose path would leave the tree (absolute,
+# "..", a drive letter), zip entries named twice, and folder entries that are not regular files (fifos, sockets).
+SKIP_REASONS = ("hidden", "no_image_suffix", "unsupported_format", "unsafe_path", "duplicate_name", "not_a_file")
+# Why a zip entry could not be read (counted per category like the image checks of curate.images).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -31,25 +41,55 @@ class Item:
 @dataclass
 class CategoryCounts:
     added: int = 0
-    already_present: int = 0
+    already_present: int = 0  # this origin was imported before
+    duplicate: int = 0  # same bytes as an image already in the workspace, under another origin
     rejected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """Per category: images added, already present (same origin or same bytes) and rejected by reason."""
+    """Per category: images added, already present (same origin), duplicates (same bytes) and rejected by reason;
+    and the files of the source given no category, by reason (see SKIP_REASONS)."""
 
     source: str
     categories: dict[str, CategoryCounts]
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def added(self) -> int:
         return sum(c.added for c in self.categories.values())
 
 
-def _layout(paths: list[PurePosixPath], category: str | None, source: str) -> Iterator[tuple[str, PurePosixPath]]:
-    """(category, relative path) for image files laid out as ImageFolder (splits merged) or flat."""
-    images = sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") or part == "__MACOSX" for part in p.parts))
+def read_capped(stream: BinaryIO, name: str) -> bytes:
+    """All of `stream`, or InvalidImage('file_too_big') once it passes MAX_FILE_BYTES (never more is held)."""
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidImage("file_too_big", f"{name} is over {MAX_FILE_BYTES:,} bytes")
+    return data
+
+
+def _skip_reason(path: PurePosixPath) -> str | None:
+    """Why a file is not an image to import, or None if it is one."""
+    if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
+        return "hidden"
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return None
+    return "unsupported_format" if suffix in OTHER_IMAGE_SUFFIXES else "no_image_suffix"
+
+
+def _layout(paths: list[PurePosixPath], category: str | None, source: str,
+            skipped: Counter) -> Iterator[tuple[str, PurePosixPath]]:
+    """(category, relative path) for image files laid out as ImageFolder (splits merged) or flat; every other
+    file is counted in `skipped` by reason."""
+    images = []
+    for p in paths:
+        reason = _skip_reason(p)
+        if reason:
+            skipped[reason] += 1
+        else:
+            images.append(p)
+    images.sort()
     if category is not None:
         for p in images:
             yield category, p
@@ -66,22 +106,67 @@ def _layout(paths: list[PurePosixPath], category: str | None, source: str) -> It
         yield (v[1] if len(v) >= 3 and v[0].lower() in SPLIT_NAMES else v[0]), p
 
 
-def _items_from_dir(root: Path, category: str | None) -> Iterator[Item]:
-    paths = [PurePosixPath(p.relative_to(root).as_posix()) for p in root.rglob("*") if p.is_file()]
-    for cat, rel in _layout(paths, category, str(root)):
+def _read_file(path: Path) -> bytes:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InvalidImage("file_too_big", f"{path} is over {MAX_FILE_BYTES:,} bytes")
+    with open(path, "rb") as stream:  # the file may have grown since: read_capped stops past the cap anyway
+        return read_capped(stream, str(path))
+
+
+def _items_from_dir(root: Path, category: str | None, skipped: Counter) -> Iterator[Item]:
+    paths = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            paths.append(PurePosixPath(p.relative_to(root).as_posix()))
+        elif not p.is_dir():
+            skipped["not_a_file"] += 1
+    for cat, rel in _layout(paths, category, str(root), skipped):
         path = root / rel
-        yield Item(cat, str(path), path.read_bytes)
+        yield Item(cat, str(path), lambda path=path: _read_file(path))
 
 
-def _items_from_zip(path: Path, category: str | None) -> Iterator[Item]:
+def _safe_entry_path(name: str) -> PurePosixPath | None:
+    """A zip entry's name as a relative path inside the tree, or None if it would point outside it."""
+    path = PurePosixPath(name.replace("\\", "/"))  # zips written on Windows may use backslashes
+    if path.is_absolute() or ".." in path.parts or re.match(r"[A-Za-z]:", name) or not path.parts:
+        return None
+    return path
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """An entry's bytes, or InvalidImage: encrypted, file_too_big (by the directory, or past the cap while
+    inflating, whatever the directory says), unsupported_compression or damaged (bad CRC, corrupt data)."""
+    name = f"zip entry {info.filename}"
+    if info.flag_bits & 0x1:
+        raise InvalidImage("encrypted", f"{name} is encrypted")
+    if info.file_size > MAX_FILE_BYTES:
+        raise InvalidImage("file_too_big", f"{name} is {info.file_size:,} bytes, over {MAX_FILE_BYTES:,}")
+    try:
+        with archive.open(info) as stream:
+            return read_capped(stream, name)
+    except NotImplementedError as err:  # a compression method zipfile cannot inflate (deflate64, ...)
+        raise InvalidImage("unsupported_compression", f"{name}: {err}") from None
+    except ZIP_ERRORS as err:
+        raise InvalidImage("damaged", f"{name} is damaged: {err}") from None
+
+
+def _items_from_zip(path: Path, category: str | None, skipped: Counter) -> Iterator[Item]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise CurateError(f"cannot open {path} as a zip file: {err}") from None
-    names = {PurePosixPath(i.filename): i for i in archive.infolist() if not i.is_dir()}
-    for cat, rel in _layout(list(names), category, str(path)):
+    names: dict[PurePosixPath, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        rel = _safe_entry_path(info.filename)
+        if rel is None or rel in names:
+            skipped["unsafe_path" if rel is None else "duplicate_name"] += 1
+        else:
+            names[rel] = info
+    for cat, rel in _layout(list(names), category, str(path), skipped):
         info = names[rel]
-        yield Item(cat, f"{path}!{info.filename}", lambda info=info: archive.read(info))
+        yield Item(cat, f"{path}!{info.filename}", lambda info=info: _read_entry(archive, info))
 
 
 def _items_from_hf(spec: str, category: str | None) -> Iterator[Item]:
@@ -103,26 +188,30 @@ def _items_from_hf(spec: str, category: str | None) -> Iterator[Item]:
     for i, row in enumerate(data):
         image = row[image_cols[0]]
         cat = category if category is not None else names[row[label_cols[0]]]
-        read = (lambda image=image: image["bytes"]) if image.get("bytes") else (lambda image=image: Path(image["path"]).read_bytes())
+        read = ((lambda image=image: image["bytes"]) if image.get("bytes")
+                else (lambda image=image: _read_file(Path(image["path"]))))
         yield Item(cat, f"hf:{name}:{split or 'train'}#{i}", read)
 
 
-def find_items(source: str, category: str | None = None) -> list[Item]:
-    """Everything `source` offers: a folder (ImageFolder or flat with category), a .zip, or hf:NAME[:split]."""
+def find_items(source: str, category: str | None = None) -> tuple[list[Item], dict[str, int]]:
+    """Everything `source` offers (a folder: ImageFolder, or flat with category; a .zip; or hf:NAME[:split]), and
+    the files it holds that are not images to import, counted by reason (see SKIP_REASONS)."""
+    skipped: Counter = Counter()
     if source.startswith("hf:"):
-        return list(_items_from_hf(source[3:], category))
+        return list(_items_from_hf(source[3:], category)), {}
     path = Path(source)
     if path.is_dir():
-        items = list(_items_from_dir(path, category))
+        items = list(_items_from_dir(path, category, skipped))
     elif path.is_file() and path.suffix.lower() == ".zip":
-        items = list(_items_from_zip(path, category))
+        items = list(_items_from_zip(path, category, skipped))
     elif path.exists():
         raise CurateError(f"{source} is neither a folder, a .zip nor hf:NAME; cannot import it")
     else:
         raise CurateError(f"{source} does not exist")
     if not items:
-        raise CurateError(f"{source} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return items
+        also = f"; skipped {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}" if skipped else ""
+        raise CurateError(f"{source} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))}){also}")
+    return items, dict(skipped)
 
 
 def import_images(ws: Workspace, source: str, category: str | None = None, rename: dict[str, str] | None = None,
@@ -130,11 +219,12 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
                   progress: bool = False) -> ImportReport:
     """Copy every valid image of `source` into the workspace (the source is never modified).
 
-    Idempotent: an image whose origin (path) or bytes are already in the workspace counts as
-    already present. Invalid files are skipped and counted by reason (see curate.images.REASONS).
+    Idempotent: an image whose origin (path) is already in the workspace counts as already present, one whose
+    bytes are as a duplicate. Invalid files are counted by reason (curate.images.REASONS, file_too_big, and for
+    zip entries encrypted, damaged, unsupported_compression); files that are no images in the report's skipped.
     """
     rename = rename or {}
-    items = find_items(source, category)
+    items, skipped = find_items(source, category)
     known = {r.source_url for r in ws.list_images() if r.source == "import"}
     counts: dict[str, CategoryCounts] = {}
     for item in tqdm(items, desc="import", unit="img", disable=not progress):
@@ -155,7 +245,7 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
         record = ws.add_image(data, cat, source="import", source_url=item.origin, info=info,
                               flags=flags_for_file(data, quality))
         if record is None:
-            c.already_present += 1
+            c.duplicate += 1
         else:
             c.added += 1
-    return ImportReport(source, counts)
+    return ImportReport(source, counts, skipped)
