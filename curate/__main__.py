@@ -187,30 +187,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", default="workspace", help="workspace folder (default: ./workspace)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from classify.options import number
+    from curate.images import MIN_SIZE_PX
+
+    min_size = number(int, 1, 10_000)  # --min-size of import and scrape: a shorter side in px
     p = sub.add_parser("import", help="copy images in from an ImageFolder tree, a .zip, a flat folder or hf:NAME[:split]")
     p.add_argument("source")
     p.add_argument("--category", help="put every image in this category (needed for a flat folder)")
     p.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a source class (repeatable)")
-    p.add_argument("--min-size", type=int, default=128, help="refuse images whose shorter side is below this (px)")
+    p.add_argument("--min-size", type=min_size, default=MIN_SIZE_PX, help="refuse images whose shorter side is below "
+                   f"this (px, default {MIN_SIZE_PX})")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("stats", help="counts per category by status and by quality flag")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
-    from curate.scrape import ENGINES, ScrapeConfig
+    from curate.scrape import DOWNLOAD_DEADLINE_TIMEOUTS, ENGINES, ScrapeConfig
 
     d = ScrapeConfig()
     p = sub.add_parser("scrape", help="download images per category through icrawler")
     p.add_argument("categories", nargs="*", metavar="CATEGORY")
     p.add_argument("--categories-file", help="one category per line")
-    p.add_argument("--per-class", type=int, default=d.per_class, help=f"target images per category (default {d.per_class})")
+    p.add_argument("--per-class", type=number(int, 1, 100_000), default=d.per_class,
+                   help=f"target images per category (default {d.per_class})")
     p.add_argument("--engine", choices=ENGINES, default=d.engine)
     p.add_argument("--urls", help="for --engine urls: lines 'category<TAB>url', or bare URLs with one CATEGORY")
     p.add_argument("--query", default=d.query, help=f"search text; {{category}} is replaced (default {d.query!r})")
-    p.add_argument("--min-size", type=int, default=d.min_size_px, help="refuse images whose shorter side is below this (px)")
-    p.add_argument("--threads", type=int, default=d.threads, help="download threads")
-    p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request")
+    p.add_argument("--min-size", type=min_size, default=d.min_size_px, help="refuse images whose shorter side is below "
+                   f"this (px, default {d.min_size_px})")
+    p.add_argument("--threads", type=number(int, 1, 64), default=d.threads,
+                   help=f"download threads (default {d.threads})")
+    p.add_argument("--timeout", type=number(float, 0, 3600, low_open=True), default=d.timeout_s,
+                   help=f"seconds per read of a request (default {d.timeout_s:g}); a download gets "
+                        f"{DOWNLOAD_DEADLINE_TIMEOUTS}x this in all")
     p.add_argument("--search-url", help="use this search endpoint instead of the engine's own (a mirror; tests)")
     p.set_defaults(func=cmd_scrape)
 

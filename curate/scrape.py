@@ -5,11 +5,12 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import requests
+import urllib3
 from icrawler import Crawler, Feeder, ImageDownloader, Parser
 from icrawler.builtin.bing import BingFeeder, BingParser
 from icrawler.builtin.greedy import GreedyFeeder, GreedyParser
@@ -17,7 +18,8 @@ from icrawler.builtin.urllist import PseudoParser, UrlListFeeder
 from tqdm import tqdm
 
 from curate import CurateError
-from curate.images import MIN_SIZE_PX, InvalidImage, inspect_bytes
+from classify.options import read_text
+from curate.images import MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
 from curate.workspace import Workspace
 
@@ -30,7 +32,10 @@ BROKEN_UPSTREAM = {
     "baidu": "icrawler's Baidu parser fails on Baidu's current answers with KeyError 'data' "
              "(hellock/icrawler#103, still open in 0.6.10)",
 }
-MAX_DOWNLOAD_BYTES = 30_000_000
+# --timeout bounds each read, so a server trickling a byte at a time would hold a download for ever: a whole
+# download gets this many timeouts, then counts as a timeout.
+DOWNLOAD_DEADLINE_TIMEOUTS = 3
+WEB_SCHEMES = ("http", "https")
 FLICKR_API = "https://api.flickr.com/services/rest/"
 # Flickr's direct photo URLs asked for in the search itself (no getSizes call per photo), largest first: url_l is
 # 1024 px on the long side, url_c 800, url_z 640, url_m 500 (https://www.flickr.com/services/api/misc.urls.html).
@@ -76,10 +81,7 @@ def read_categories(names: list[str], categories_file: str | None) -> list[str]:
     """Categories from the command line and/or a file (one per line, # comments), de-duplicated, in order."""
     out = list(names)
     if categories_file:
-        try:
-            lines = Path(categories_file).read_text(encoding="utf-8").splitlines()
-        except OSError as err:
-            raise CurateError(f"cannot read --categories-file {categories_file}: {err.strerror}") from None
+        lines = read_text(categories_file, "--categories-file", CurateError).splitlines()
         out += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     out = list(dict.fromkeys(n.strip() for n in out if n.strip()))
     if not out:
@@ -89,10 +91,7 @@ def read_categories(names: list[str], categories_file: str | None) -> list[str]:
 
 def read_url_list(path: str, categories: list[str]) -> dict[str, list[str]]:
     """Lines 'category<TAB>url', or bare URLs when exactly one category is named."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise CurateError(f"cannot read --urls {path}: {err.strerror}") from None
+    lines = read_text(path, "--urls", CurateError).splitlines()
     urls: dict[str, list[str]] = {c: [] for c in categories}
     for n, line in enumerate(lines, 1):
         line = line.strip()
@@ -107,6 +106,15 @@ def read_url_list(path: str, categories: list[str]) -> dict[str, list[str]]:
         if category in urls:
             urls[category].append(url)
     return urls
+
+
+def is_web_url(url: str) -> bool:
+    """An http(s) URL with a host: the only kind a download is tried for (icrawler's session dies on others)."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower() in WEB_SCHEMES and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed [ in the host
+        return False
 
 
 class _State:
@@ -135,29 +143,47 @@ class WorkspaceDownloader(ImageDownloader):
     config: ScrapeConfig
 
     def _fetch(self, url: str, timeout: float) -> bytes | None:
+        """The body, or None with the reason counted: an HTTP status, timeout (a read, or the whole download past
+        its deadline), file_too_big (read in blocks, stopped past the cap), http_error."""
+        deadline = time.monotonic() + DOWNLOAD_DEADLINE_TIMEOUTS * timeout
         try:
             with self.session.get(url, timeout=timeout, stream=True) as response:
                 if response.status_code != 200:
                     self.state.reject(f"http_{response.status_code}")
                     return None
                 data = bytearray()
-                for block in response.iter_content(1 << 16):
+                # read1 returns what one socket read brought, so the deadline is checked however slow the server
+                while block := response.raw.read1(1 << 16, decode_content=True):
                     data += block
-                    if len(data) > MAX_DOWNLOAD_BYTES:
-                        self.state.reject("too_large")
+                    if len(data) > MAX_FILE_BYTES:
+                        self.state.reject("file_too_big")
+                        return None
+                    if time.monotonic() > deadline:
+                        self.state.reject("timeout")
                         return None
                 return bytes(data)
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             self.state.reject("timeout")
-        except requests.RequestException:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             self.state.reject("http_error")
         return None
 
     def download(self, task, default_ext, timeout=5, max_retry=3, overwrite=False, **kwargs):
-        url = task["file_url"]
         task["success"] = False
+        try:
+            return self._store(task["file_url"], task)
+        except Exception:  # noqa: BLE001  icrawler's worker thread dies on any exception: one URL must not end it
+            logging.getLogger(__name__).debug("download of %r failed", task.get("file_url"), exc_info=True)
+            self.state.reject("download_error")
+            return False
+
+    def _store(self, url, task) -> bool:
+        """Fetch, validate and add one URL; True if it was stored."""
         state = self.state
         if self.signal.get("reach_max_num"):
+            return False
+        if not isinstance(url, str) or not is_web_url(url):
+            state.reject("bad_url")
             return False
         if self.ws.has_url(url):  # never download a known URL again
             with state.lock:
@@ -302,6 +328,9 @@ def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeCo
         raise CurateError(f"--engine {config.engine} does not work: {BROKEN_UPSTREAM[config.engine]}; use --engine bing")
     if config.per_class < 1:
         raise CurateError("--per-class must be at least 1")
+    if config.threads < 1 or not config.timeout_s > 0:
+        raise CurateError(f"--threads must be at least 1 and --timeout above 0 "
+                          f"(got {config.threads} and {config.timeout_s})")
     url_lists: dict[str, list[str]] = {}
     if config.engine == "urls":
         if not config.urls_file:
@@ -318,11 +347,14 @@ def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeCo
         query = config.query.format(category=category)
         urls = url_lists.get(category, [])
         if config.engine == "urls":
-            fresh = [u for u in urls if not ws.has_url(u)]
-            result.already_present += len(urls) - len(fresh)
+            web = [u for u in urls if is_web_url(u)]
+            if len(web) < len(urls):
+                result.rejected["bad_url"] = len(urls) - len(web)
+            fresh = [u for u in web if not ws.has_url(u)]
+            result.already_present += len(web) - len(fresh)
             urls = fresh
             if not urls:
-                result.message = "no new URLs in the list"
+                result.message = "no new URLs in the list" if web else "no http(s) URLs in the list"
                 continue
         state = _State(result, config.per_class)
         known = ws.count(category=category)
