@@ -259,6 +259,15 @@ def server():
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 return
+            if self.path.startswith("/endless"):  # no Content-Length: the body ends when the server closes
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    for _ in range(2 * MAX_FILE_BYTES // 2**20):
+                        self.wfile.write(b"\0" * 2**20)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                return
             if self.path.startswith("/search"):
                 # icrawler's Bing parser only takes URLs ending in .jpg
                 urls = ["file:///etc/passwd.jpg", "ftp://127.0.0.1/x.jpg", "javascript:alert(1).jpg",
@@ -300,6 +309,17 @@ def test_trickling_server_ends_as_a_timeout(tmp_path, server):
     assert_refused(done, "ended short of 2", "Pho", code=1)
     assert "timeout 1" in row(done.stdout, "Pho")
     assert images_in(tmp_path / "ws") == {"Pho": [f"{server}/img/good0.jpg"]}
+
+
+def test_download_past_the_byte_cap_is_refused(tmp_path, server):
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"{server}/endless.jpg\n{server}/img/good4.jpg\n")
+    done = run("curate", "--workspace", tmp_path / "ws", "scrape", "Pho", "--engine", "urls", "--urls", urls,
+               "--per-class", "2", "--threads", "1", "--timeout", "5")
+    assert_refused(done, "ended short of 2", code=1)
+    assert "file_too_big 1" in row(done.stdout, "Pho")
+    assert images_in(tmp_path / "ws") == {"Pho": [f"{server}/img/good4.jpg"]}
+    assert sum(p.stat().st_size for p in (tmp_path / "ws" / "images").rglob("*") if p.is_file()) < 100_000
 
 
 def test_url_list_with_non_web_lines_downloads_the_good_ones(tmp_path, server):
