@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="ONNX or TorchScript, checked against PyTorch")
     export.add_argument("--model", required=True, help="run folder (model bundle)")
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    export.add_argument("--out", required=True, help="file to write")
+    export.add_argument("--out", required=True, help="file to write, with FILE.json beside it (outside the bundle; "
+                                                     "an existing file only if an earlier export wrote it)")
     export.add_argument("--check-data", help="images to check agreement on (default: the bundle's examples)")
 
     compare = commands.add_parser("compare", help="train several models (or option values) and tabulate them")

@@ -7,7 +7,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from classify import ClassifyError
-from classify.train import RunConfig, config_from_args, train
+from classify.train import RunConfig, check_out, config_from_args, train
+
+HEADER = ("run", "accuracy", "top5")  # how compare.csv starts
 
 
 def plan_runs(base: RunConfig, models: str | None, sweep: str | None) -> list[tuple[str, RunConfig]]:
@@ -40,9 +42,11 @@ def compare(values: dict, models: str | None = None, sweep: str | None = None, o
     """Train each planned run into out/<name>; write out/compare.csv and out/compare.png; return the rows."""
     base = config_from_args(values)
     out = Path(out)
+    runs = [("".join(c if c.isalnum() or c in "-_.=" else "_" for c in name), name, config)
+            for name, config in plan_runs(base, models, sweep)]
+    _check_compare_out(out, [safe for safe, _, _ in runs])
     rows = []
-    for name, config in plan_runs(base, models, sweep):
-        safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
+    for safe, name, config in runs:
         started = time.time()
         result = train(replace(config, out=str(out / safe)), progress=progress)
         m = result.metrics
@@ -56,6 +60,22 @@ def compare(values: dict, models: str | None = None, sweep: str | None = None, o
         writer.writerows(rows)
     _plot(out / "compare.png", rows)
     return rows
+
+
+def _check_compare_out(out: Path, names: list[str]) -> None:
+    """Before any training: refuse to write compare.csv/.png or a run over files compare and train did not write."""
+    if out.exists() and not out.is_dir():
+        raise ClassifyError(f"--compare-out {out} is a file; give a folder")
+    try:
+        ours = (out / "compare.csv").read_text(encoding="utf-8").startswith(",".join(HEADER))
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    for name in ("compare.csv", "compare.png"):
+        if (out / name).exists() and not ours:
+            raise ClassifyError(f"{out / name} was not written by classify compare; pick another --compare-out or "
+                                f"move it away")
+    for name in names:
+        check_out(out / name)
 
 
 def _plot(path: Path, rows: list[dict]) -> None:

@@ -36,56 +36,86 @@ def _check_images(predictor, check_data) -> torch.Tensor:
     return D.normalize(D.center_crop(cache.images, predictor.image_size), predictor.mean, predictor.std).contiguous()
 
 
+def _sidecar(out: Path) -> Path:
+    return out.with_name(out.name + ".json")
+
+
+def _written_by_export(out: Path) -> bool:
+    """`out` (if present) and its sidecar are what an earlier export wrote: the sidecar says so."""
+    try:
+        sidecar = json.loads(_sidecar(out).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(sidecar, dict) and {"classes", "output", "max_abs_softmax_difference"} <= set(sidecar) \
+        and not _sidecar(out).is_symlink() and not out.is_symlink() and (out.is_file() or not out.exists())
+
+
+def _check_out(run_dir: Path, out: Path) -> None:
+    """Refuse to write into the bundle, or over a file an earlier export did not write."""
+    bundle = Path(run_dir).resolve()
+    for path in (out, _sidecar(out)):
+        if path.resolve() == bundle or bundle in path.resolve().parents:
+            raise ClassifyError(f"--out {out} lies inside the model bundle {run_dir}; write the export outside it")
+    if out.is_dir():
+        raise ClassifyError(f"--out {out} is a folder; give the name of the file to write")
+    for path in (out, _sidecar(out)):
+        if (path.exists() or path.is_symlink()) and not _written_by_export(out):
+            raise ClassifyError(f"{path} already exists and classify export did not write it; pick a new name or "
+                                f"delete it")
+
+
 def export(run_dir, fmt: str, out, check_data=None) -> ExportReport:
     """Write the model (input: normalized N x 3 x S x S float; output: logits) and a JSON sidecar with classes,
-    image size, mean and std; then compare its softmax with PyTorch's on real images."""
+    image size, mean and std; then compare its softmax with PyTorch's on real images. Both files are written under
+    temporary names and renamed into place only once they agree: a failure or Ctrl-C leaves no part of them."""
+    writers = {"onnx": _export_onnx, "torchscript": _export_torchscript}
+    if fmt not in writers:
+        raise ClassifyError(f"unknown export format {fmt!r}; choose onnx or torchscript")
+    out = Path(out)
+    _check_out(run_dir, out)
     predictor = classify.load(run_dir)
     model = predictor.model.eval().to(memory_format=torch.contiguous_format)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     x = _check_images(predictor, check_data)
     with torch.inference_mode():
         expected = model(x).softmax(-1).numpy()
     example = torch.zeros((1, 3, predictor.image_size, predictor.image_size))
-    if fmt == "onnx":
-        got = _export_onnx(model, example, out, x)
-    elif fmt == "torchscript":
-        got = _export_torchscript(model, example, out, x)
-    else:
-        raise ClassifyError(f"unknown export format {fmt!r}; choose onnx or torchscript")
-    difference = float(np.abs(got - expected).max())
-    sidecar = {"classes": predictor.classes, "image_size": predictor.image_size, "resize_to": predictor.cache_size,
-               "mean": list(predictor.mean), "std": list(predictor.std), "input": "float32 N x 3 x S x S, normalized",
-               "output": "logits", "max_abs_softmax_difference": difference}
-    Path(str(out) + ".json").write_text(json.dumps(sidecar, indent=2))
-    if difference >= TOLERANCE:
-        out.unlink(missing_ok=True)
-        raise ClassifyError(f"exported model disagrees with PyTorch (max |softmax difference| {difference:.2e}); "
-                            f"nothing written")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        difference = float(np.abs(writers[fmt](model, example, tmp, x) - expected).max())
+        if difference >= TOLERANCE:
+            raise ClassifyError(f"exported model disagrees with PyTorch (max |softmax difference| {difference:.2e}); "
+                                f"nothing written")
+        sidecar = {"classes": predictor.classes, "image_size": predictor.image_size, "resize_to": predictor.cache_size,
+                   "mean": list(predictor.mean), "std": list(predictor.std),
+                   "input": "float32 N x 3 x S x S, normalized", "output": "logits",
+                   "max_abs_softmax_difference": difference}
+        _sidecar(tmp).write_text(json.dumps(sidecar, indent=2))
+        os.replace(tmp, out)
+        os.replace(_sidecar(tmp), _sidecar(out))
+    finally:
+        tmp.unlink(missing_ok=True)
+        _sidecar(tmp).unlink(missing_ok=True)
     return ExportReport(out, fmt, len(x), difference)
 
 
-def _export_onnx(model, example, out: Path, x) -> np.ndarray:
+def _export_onnx(model, example, path: Path, x) -> np.ndarray:
     try:
         import onnxruntime
     except ImportError:
         raise ClassifyError("ONNX export needs onnx and onnxruntime: pip install 'platekit[onnx]'") from None
-    tmp = out.with_name(out.name + ".tmp")
     # The TorchScript-based exporter needs no onnxscript and handles timm's "same" padding.
-    torch.onnx.export(model, (example,), str(tmp), input_names=["pixels"], output_names=["logits"],
+    torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["logits"],
                       dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
-    os.replace(tmp, out)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"pixels": x.numpy()})[0]
     return torch.from_numpy(logits).softmax(-1).numpy()
 
 
-def _export_torchscript(model, example, out: Path, x) -> np.ndarray:
+def _export_torchscript(model, example, path: Path, x) -> np.ndarray:
     with torch.inference_mode():
         traced = torch.jit.trace(model, example, check_trace=False)
-    tmp = out.with_name(out.name + ".tmp")
-    traced.save(str(tmp))
-    os.replace(tmp, out)
-    loaded = torch.jit.load(str(out))
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path))
     with torch.inference_mode():
         return loaded(x).softmax(-1).numpy()

@@ -154,6 +154,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     out = Path(config.out)
     if config.resume and not (out / "checkpoint.json").is_file():
         raise ClassifyError(f"nothing to resume in {out}: no checkpoint.json")
+    check_out(out)
     layout = D.find_layout(config.data, seed=config.seed, valid_fraction=config.valid_fraction)
     num_classes = len(layout.classes)
     torch.manual_seed(config.seed)
@@ -416,6 +417,30 @@ def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):
             return (step + 1) / (warmup + 1)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _is_run(folder: Path) -> bool:
+    """A bundle (config.json naming architecture and classes) or an interrupted run (checkpoint.json)."""
+    for name, keys in (("config.json", {"architecture", "classes"}), ("checkpoint.json", {"epoch", "history"})):
+        try:
+            found = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(found, dict) and keys <= set(found):
+            return True
+    return False
+
+
+def check_out(out: Path) -> None:
+    """Train overwrites its own file names in --out and replaces its examples/: refuse a file, or a folder holding
+    anything when it is not a run (new, empty or an earlier run's folder are fine)."""
+    if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
+        raise ClassifyError(f"--out {out} is a file; give a folder for the run (a new one, or an earlier run's)")
+    if out.is_dir() and not _is_run(out):
+        first = next(iter(sorted(out.iterdir())), None)
+        if first is not None:
+            raise ClassifyError(f"--out {out} is not a training run but holds files ({first.name}); pick a new "
+                                f"folder or an earlier run's")
 
 
 # -- bundle ----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from classify.options import Parser
+from classify.options import Parser, number
 from curate import CurateError
 
 
@@ -104,7 +104,8 @@ def cmd_export(args, ws) -> int:
 
     config = ExportConfig(split=tuple(args.split), seed=args.seed, balance=args.balance,
                           include_pending=args.include_pending, min_per_class=args.min_per_class,
-                          exclude_flags=tuple(args.exclude_flag or ()), overwrite=args.overwrite)
+                          exclude_flags=tuple(args.exclude_flag or ()), threshold_bits=args.threshold_bits,
+                          overwrite=args.overwrite)
     report = export(ws, args.out, config, progress=True)
     rows = [[cat, *(counts.get(s, 0) for s in ("train", "valid", "test")), counts.get("augmented", 0)]
             for cat, counts in report.counts.items()]
@@ -239,15 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="recompute quality flags of every image")
     p.set_defaults(func=cmd_check)
 
+    from curate.export import ExportConfig
+
+    d = ExportConfig()
     p = sub.add_parser("export", help="write OUT/train|valid|test/<category>/ from accepted images")
     p.add_argument("out")
-    p.add_argument("--split", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--balance", type=int, default=0, metavar="N", help="augment each training class up to N images")
+    p.add_argument("--split", type=number(float, 0, 1), nargs=3, default=list(d.split),
+                   metavar=("TRAIN", "VALID", "TEST"),
+                   help=f"fractions summing to 1 (default {' '.join(map(str, d.split))}); a split no image falls into "
+                        "is not written")
+    p.add_argument("--seed", type=number(int, 0), default=d.seed, help=f"seed of the split and the augmentation "
+                                                                       f"(default {d.seed})")
+    p.add_argument("--balance", type=number(int, 0), default=d.balance, metavar="N",
+                   help="augment each training class up to N images (default 0: off)")
     p.add_argument("--include-pending", action="store_true", help="export pending images too")
-    p.add_argument("--min-per-class", type=int, default=1, metavar="K")
+    p.add_argument("--min-per-class", type=number(int, 0), default=d.min_per_class, metavar="K",
+                   help=f"refuse a class with fewer images (default {d.min_per_class})")
     p.add_argument("--exclude-flag", action="append", help="leave out images with this quality flag (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--threshold-bits", type=number(int, 0, 64), default=d.threshold_bits, metavar="BITS",
+                   help=f"near-duplicates within this phash distance share a split (default {d.threshold_bits})")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier export (and nothing else)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("review", help="open the review-and-crop UI in the browser")

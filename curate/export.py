@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +22,12 @@ from curate.workspace import ImageRecord, Workspace
 
 SPLITS = ("train", "valid", "test")
 JPEG_QUALITY = 95
+# Written first into every export folder (work folder and finished OUT): with manifest.csv and export.json it is how
+# --overwrite and the clean-up of a killed run know a folder is export's own before they delete it.
+MARKER = ".curate-export"
+INVENTORY = (MARKER, "manifest.csv", "export.json")
+WRITTEN_NAME = re.compile(r"(train|valid|test)/[^/]+/(\d{7}|aug-\d{7}-\d{5})\.jpg")
+STALE_NAME = re.compile(r"\.(partial|old)-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -119,20 +127,110 @@ def _write(ws: Workspace, record: ImageRecord, dest: Path) -> None:
     image.save(dest, "JPEG", quality=JPEG_QUALITY)
 
 
+def _inventory(folder: Path) -> set[str]:
+    """The files a finished export in `folder` lists (none when its export.json or manifest.csv is missing)."""
+    try:
+        json.loads((folder / "export.json").read_text(encoding="utf-8"))["config"]
+        with open(folder / "manifest.csv", newline="", encoding="utf-8") as fh:
+            return {row["path"] for row in csv.DictReader(fh)} | set(INVENTORY)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _foreign_file(folder: Path, finished: bool = True) -> str | None:
+    """The first file in `folder` export did not write (None when everything in it is export's): a finished export's
+    are export.json, manifest.csv, the files manifest.csv lists and the marker; a work folder left by a killed run
+    holds the marker and files named as export names them. Symlinks are never export's."""
+    if folder.is_symlink() or not folder.is_dir():
+        return folder.name
+    listed = _inventory(folder) if finished else None
+    files, unreadable = 0, []
+    for base, dirs, names in os.walk(folder, onerror=unreadable.append):
+        dirs.sort()
+        for name in dirs + sorted(names):
+            path = Path(base, name)
+            rel = path.relative_to(folder).as_posix()
+            if name in dirs and not path.is_symlink():
+                ours = rel.split("/")[0] in SPLITS and rel.count("/") <= 1
+            else:
+                files += 1
+                ours = path.is_file() and not path.is_symlink() and (
+                    rel in listed if listed is not None else rel in INVENTORY or WRITTEN_NAME.fullmatch(rel))
+            if not ours:
+                return rel
+    if unreadable:  # a folder it cannot list may hold anything
+        return Path(unreadable[0].filename).relative_to(folder).as_posix()
+    if not finished and files and not (folder / MARKER).is_file():
+        return MARKER + " (missing)"
+    return None
+
+
+def _check_out(ws: Workspace, out: Path, overwrite: bool) -> None:
+    if out == ws.root or ws.root in out.parents:
+        raise CurateError(f"export into a folder outside the workspace ({ws.root})")
+    if out in ws.root.parents:
+        raise CurateError(f"{out} holds the workspace ({ws.root}); export into a folder outside it")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise CurateError(f"{out} already exists; choose a new folder or pass --overwrite")
+    if not out.is_dir():
+        raise CurateError(f"{out} is a file, not an earlier export; --overwrite only replaces a folder curate export "
+                          f"wrote: choose a new name or move the file away")
+    foreign = _foreign_file(out)
+    if foreign:
+        raise CurateError(f"{out} holds {foreign!r}, which curate export did not write; --overwrite only replaces an "
+                          f"earlier export: choose a new folder or move that away")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Work folders of killed exports into `out`: only those of a process that is gone and holding export's files."""
+    for stale in out.parent.iterdir() if out.parent.is_dir() else ():
+        match = stale.name.startswith(f".{out.name}.") and STALE_NAME.fullmatch(stale.name[len(out.name) + 1:])
+        if match and not _alive(int(match[2])) and _foreign_file(stale, finished=False) is None:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check_splits(counts: dict[str, dict[str, int]], fractions) -> None:
+    """Refuse what `classify train` would: a class without training images, or no validation images at all."""
+    split = " ".join(f"{f:g}" for f in fractions)
+    empty = [c for c, n in counts.items() if n["train"] == 0]
+    if empty:
+        n = sum(counts[empty[0]].values())
+        more = f" ({len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise CurateError(f"class {empty[0]!r} would get no train/ images ({n} images, --split {split}); give train "
+                          f"a larger share or accept more images{more}")
+    if not any(n["valid"] for n in counts.values()):
+        smallest = min(counts, key=lambda c: sum(counts[c].values()))
+        raise CurateError(f"valid/ would get no images (--split {split}; smallest class {smallest!r} has "
+                          f"{sum(counts[smallest].values())}); classify train needs some: give valid a larger share "
+                          f"or accept more images")
+
+
 def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig(), progress: bool = False) -> ExportReport:
     """Export accepted images (and pending with include_pending) as an ImageFolder tree.
 
     Everything is written into a hidden sibling folder first and renamed into place at the end,
     so a failure or a kill leaves either the previous OUT or nothing, never half an export.
-    Originals are only read; crops are applied to the copies.
+    Originals are only read; crops are applied to the copies. A split no image falls into is not written.
     """
     out = Path(out).resolve()
-    if len(config.split) != 3 or any(f < 0 for f in config.split) or abs(sum(config.split) - 1) > 1e-6:
+    if len(config.split) != 3 or not all(math.isfinite(f) and f >= 0 for f in config.split) \
+            or abs(sum(config.split) - 1) > 1e-6:
         raise CurateError(f"--split needs three non-negative fractions summing to 1, got {list(config.split)}")
-    if out.exists() and not config.overwrite:
-        raise CurateError(f"{out} already exists; choose a new folder or pass --overwrite")
-    if out == ws.root or ws.root in out.parents:
-        raise CurateError(f"export into a folder outside the workspace ({ws.root})")
+    if config.seed < 0 or config.balance < 0 or config.min_per_class < 0 or not 0 <= config.threshold_bits <= 64:
+        raise CurateError("--seed, --balance and --min-per-class must be >= 0 and --threshold-bits 0 to 64")
+    _check_out(ws, out, config.overwrite)
     statuses = ("accepted", "pending") if config.include_pending else ("accepted",)
     records = [r for r in ws.list_images(status=statuses) if not set(r.flags) & set(config.exclude_flags)]
     per_category = {c: 0 for c, s in ws.stats().items() if s["total"]}
@@ -151,47 +249,28 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
 
     labels = _groups(ws, records, config.threshold_bits)
     split_of = assign_splits(records, labels, config.split, config.seed)
-    folders = ws.categories()
+    counts = {c: dict.fromkeys((*SPLITS, "augmented"), 0) for c in per_category if per_category[c]}
+    for r in records:
+        counts[r.category][split_of[r.id]] += 1
+    _check_splits(counts, config.split)
 
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed export
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_stale(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, dict[str, int]] = {c: dict.fromkeys((*SPLITS, "augmented"), 0) for c in per_category if per_category[c]}
-    rows = []
     try:
-        for split in SPLITS:
-            for c in counts:
-                (tmp / split / folders[c]).mkdir(parents=True, exist_ok=True)
-        for r in tqdm(records, desc="export", unit="img", disable=not progress):
-            split = split_of[r.id]
-            rel = f"{split}/{folders[r.category]}/{r.id:07d}.jpg"
-            _write(ws, r, tmp / rel)
-            counts[r.category][split] += 1
-            rows.append([rel, split, r.category, r.id, r.source_url or "", r.sha256, ""])
-        if config.balance:
-            rng = np.random.default_rng(config.seed)
-            for c in counts:
-                sources = [r for r in records if r.category == c and split_of[r.id] == "train"]
-                for k in range(max(0, config.balance - len(sources)) if sources else 0):
-                    r = sources[k % len(sources)]
-                    image = open_image(ws.abspath(r), mode="RGB")
-                    if r.crop is not None:
-                        image = image.crop(r.crop)
-                    rel = f"train/{folders[c]}/aug-{r.id:07d}-{k:05d}.jpg"
-                    _augment(image, rng).save(tmp / rel, "JPEG", quality=JPEG_QUALITY)
-                    counts[c]["augmented"] += 1
-                    rows.append([rel, "train", c, r.id, r.source_url or "", "", r.id])
-        with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "split", "category", "image_id", "source_url", "sha256", "augmented_from"])
-            writer.writerows(rows)
+        tmp.mkdir()
+        (tmp / MARKER).write_text("written by `python -m curate export`; its --overwrite replaces this folder\n")
+        rows = _write_tree(ws, records, split_of, counts, config, tmp, progress)
         (tmp / "export.json").write_text(json.dumps({"config": asdict(config), "workspace": str(ws.root),
                                                      "counts": counts}, indent=2, ensure_ascii=False))
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(trash)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                trash.rename(out)
+                raise
             shutil.rmtree(trash)
         else:
             tmp.rename(out)
@@ -199,3 +278,34 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportReport(out, counts, len(rows))
+
+
+def _write_tree(ws: Workspace, records: list[ImageRecord], split_of: dict[int, str], counts: dict, config: ExportConfig,
+                tmp: Path, progress: bool) -> list[list]:
+    """The image files and manifest.csv into `tmp`; returns the manifest rows. Adds the augmented counts."""
+    folders = ws.categories()
+    rows = []
+    for r in tqdm(records, desc="export", unit="img", disable=not progress):
+        split = split_of[r.id]
+        rel = f"{split}/{folders[r.category]}/{r.id:07d}.jpg"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        _write(ws, r, tmp / rel)
+        rows.append([rel, split, r.category, r.id, r.source_url or "", r.sha256, ""])
+    if config.balance:
+        rng = np.random.default_rng(config.seed)
+        for c in counts:
+            sources = [r for r in records if r.category == c and split_of[r.id] == "train"]
+            for k in range(max(0, config.balance - len(sources)) if sources else 0):
+                r = sources[k % len(sources)]
+                image = open_image(ws.abspath(r), mode="RGB")
+                if r.crop is not None:
+                    image = image.crop(r.crop)
+                rel = f"train/{folders[c]}/aug-{r.id:07d}-{k:05d}.jpg"
+                _augment(image, rng).save(tmp / rel, "JPEG", quality=JPEG_QUALITY)
+                counts[c]["augmented"] += 1
+                rows.append([rel, "train", c, r.id, r.source_url or "", "", r.id])
+    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "split", "category", "image_id", "source_url", "sha256", "augmented_from"])
+        writer.writerows(rows)
+    return rows
