@@ -10,11 +10,10 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from curate import CurateError
-from curate.images import MIN_SIZE_PX, InvalidImage, inspect_bytes
+from curate.images import IMAGE_SUFFIXES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
 from curate.workspace import Workspace
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif"}
 # Split folders whose classes are merged: an ImageFolder tree often comes as train/valid/test.
 SPLIT_NAMES = {"train", "training", "valid", "val", "validation", "test", "testing", "dev"}
 
