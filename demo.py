@@ -15,11 +15,10 @@ from gradio import FileData
 from PIL import Image
 
 import classify
-from classify import ClassifyError
+from classify import ClassifyError, images
 
 TOP_K = 5
 MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food photo worth decoding
-MAX_PIXELS = 50_000_000  # 50 MP: decoding more costs hundreds of MB per request for no gain at 224 px
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
 CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 EXAMPLES_PER_CLASS = 2
@@ -133,12 +132,12 @@ def open_upload(payload) -> Image.Image:
     else:
         raise user_error("No image received: upload a photo, take one with the webcam or paste one.")
     try:
-        image = Image.open(source)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise user_error(f"'{name}' is not an image this demo can read: upload a JPEG, PNG or WebP photo.") from None
-    if image.width * image.height > MAX_PIXELS:
-        raise user_error(f"'{name}' is {image.width}x{image.height} px; the limit is {MAX_PIXELS // 1_000_000} MP.")
-    return image
+        return images.open_lazy(source)
+    except images.ImageError as error:
+        if error.reason in ("empty", "not_an_image", "unsupported_format"):
+            raise user_error(f"'{name}' is not an image this demo can read: upload a JPEG, PNG, WebP, HEIC or "
+                             "AVIF photo.") from None
+        raise user_error(f"'{name}': {error}.") from None
 
 
 def top_k(predictor, image: Image.Image, k: int = TOP_K) -> list[tuple[str, float]]:

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from classify import ClassifyError
+from classify.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, square  # noqa: F401 (re-exported)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "valid", "test")
-# Refuse images that would take more than ~0.5 GB to decode (Pillow's own bomb limit is per-warning).
-MAX_PIXELS = 178_956_970
 
 
 @dataclass(frozen=True)
@@ -115,24 +112,13 @@ def eval_size(image_size: int, crop_pct: float) -> int:
 
 
 def decode(source, size_px: int) -> np.ndarray:
-    """Open an image (path, bytes file or PIL image), fix its orientation, resize its shorter side to `size_px`
-    and centre-crop a square: HxWx3 uint8. Raises ClassifyError for anything that is not a readable image."""
+    """Open an image (path, bytes file or PIL image) through classify.images, upright, its centre square scaled to
+    `size_px`: HxWx3 uint8. Raises ClassifyError for anything that is not a readable image."""
     try:
-        image = source if isinstance(source, Image.Image) else Image.open(source)
-        if image.width * image.height > MAX_PIXELS:
-            raise ClassifyError(f"image too large ({image.width}x{image.height})")
-        if image.format == "JPEG":
-            image.draft("RGB", (size_px, size_px))  # decode at reduced scale: much faster, same result after resize
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        scale = size_px / min(image.size)
-        width, height = max(size_px, round(image.width * scale)), max(size_px, round(image.height * scale))
-        image = image.resize((width, height), Image.BICUBIC, reducing_gap=3.0)
-        left, top = (width - size_px) // 2, (height - size_px) // 2
-        return np.asarray(image.crop((left, top, left + size_px, top + size_px)))
-    except ClassifyError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ClassifyError(f"unreadable image: {error}") from None
+        return square(source, size_px)
+    except ImageError as error:
+        unreadable = error.reason in ("empty", "not_an_image", "unsupported_format", "truncated")
+        raise ClassifyError(f"unreadable image: {error}" if unreadable else str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from curate import CurateError
 from curate.dedup import DEFAULT_THRESHOLD_BITS, group_labels, pairs_within
 from curate.hashing import hash_files
-from curate.images import open_image
+from curate.images import crop, open_image
 from curate.workspace import ImageRecord, Workspace
 
 SPLITS = ("train", "valid", "test")
@@ -123,7 +123,7 @@ def _write(ws: Workspace, record: ImageRecord, dest: Path) -> None:
         return
     image = open_image(ws.abspath(record), mode="RGB")
     if record.crop is not None:
-        image = image.crop(record.crop)
+        image = crop(image, record.crop)
     image.save(dest, "JPEG", quality=JPEG_QUALITY)
 
 
@@ -299,7 +299,7 @@ def _write_tree(ws: Workspace, records: list[ImageRecord], split_of: dict[int, s
                 r = sources[k % len(sources)]
                 image = open_image(ws.abspath(r), mode="RGB")
                 if r.crop is not None:
-                    image = image.crop(r.crop)
+                    image = crop(image, r.crop)
                 rel = f"train/{folders[c]}/aug-{r.id:07d}-{k:05d}.jpg"
                 _augment(image, rng).save(tmp / rel, "JPEG", quality=JPEG_QUALITY)
                 counts[c]["augmented"] += 1

@@ -1,27 +1,26 @@
-"""Safe opening and validation of image files: the one place in curate that decodes images."""
+"""Safe opening and validation of image files for curate: a wrapper of classify.images (the one decoder) that adds
+curate's minimum size, file facts for the manifest and crop boxes in upright pixels."""
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
+from classify import images as decoder
 from curate import CurateError
 
-# Formats we accept whatever the file is called; MPO is what some cameras write for JPEG.
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+ALLOWED_FORMATS = decoder.ALLOWED_FORMATS
+EXTENSIONS = decoder.EXTENSIONS
+IMAGE_SUFFIXES = decoder.IMAGE_EXTENSIONS
+MAX_PIXELS = decoder.MAX_PIXELS
+REASONS = decoder.REASONS
 MIN_SIZE_PX = 128
-# Decompression-bomb guard: 40 MP is well beyond any useful training photo and far below what exhausts memory.
-MAX_PIXELS = 40_000_000
 # Byte cap on one file, downloaded or imported: 30 MB is far above any photo worth training on. Readers stop just
 # past it instead of trusting a size someone else declared (a zip directory, a Content-Length).
 MAX_FILE_BYTES = 30_000_000
-# Why an image was refused; scrape and import count rejections by these names.
-REASONS = ("empty", "not_an_image", "unsupported_format", "truncated", "too_small", "too_large")
 
 
 class InvalidImage(CurateError):
@@ -37,7 +36,7 @@ class ImageInfo:
     """What validation learned about an image file."""
 
     format: str  # Pillow's name for the real format: JPEG, PNG, WEBP, ...
-    width: int
+    width: int  # as stored (before EXIF orientation); `upright_size` gives the shown sides
     height: int
     bytes: int
     sha256: str
@@ -48,23 +47,11 @@ class ImageInfo:
         return EXTENSIONS[self.format]
 
 
-def _open(data: bytes | Path, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and refuse bombs before any pixel is decoded."""
-    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+def _open(source, max_pixels: int) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source, formats=[f for f in ALLOWED_FORMATS if f != "MPO"])
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise InvalidImage("too_large", f"image is too large to decode safely ({err})") from None
-    except Image.UnidentifiedImageError:
-        raise InvalidImage("not_an_image", "not an image in a supported format") from None
-    except OSError as err:
-        raise InvalidImage("not_an_image", f"cannot read image: {err}") from None
-    if image.width * image.height > max_pixels:
-        image.close()
-        raise InvalidImage("too_large", f"{image.width}x{image.height} px is over the {max_pixels:,}-pixel limit")
-    return image
+        return decoder.open_lazy(source, max_pixels)
+    except decoder.ImageError as error:
+        raise InvalidImage(error.reason, str(error)) from None
 
 
 def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int = MAX_PIXELS) -> ImageInfo:
@@ -74,11 +61,9 @@ def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int =
     is what Pillow finds in the bytes, whatever the file name says; images whose shorter side is below
     `min_size_px` are refused as too small.
     """
-    if not data:
-        raise InvalidImage("empty", "file is empty")
     image = _open(data, max_pixels)
+    fmt, mode = image.format or "", image.mode
     try:
-        fmt = image.format or ""
         image.load()
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
@@ -86,11 +71,9 @@ def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int =
         raise InvalidImage("truncated", f"image data is damaged or truncated ({err})") from None
     finally:
         image.close()
-    if fmt not in ALLOWED_FORMATS:
-        raise InvalidImage("unsupported_format", f"format {fmt or 'unknown'} is not supported")
     if min(image.size) < min_size_px:
         raise InvalidImage("too_small", f"{image.width}x{image.height} px is below the {min_size_px}-px minimum")
-    return ImageInfo(fmt, image.width, image.height, len(data), hashlib.sha256(data).hexdigest(), image.mode)
+    return ImageInfo(fmt, image.width, image.height, len(data), hashlib.sha256(data).hexdigest(), mode)
 
 
 def inspect_file(path: str | Path, min_size_px: int = MIN_SIZE_PX, max_pixels: int = MAX_PIXELS) -> ImageInfo:
@@ -104,17 +87,44 @@ def inspect_file(path: str | Path, min_size_px: int = MIN_SIZE_PX, max_pixels: i
 
 def open_image(path: str | Path | bytes, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
                draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode an image (a path or its bytes) fully into memory, upright (EXIF orientation applied), as `mode`.
-
-    `draft_size` lets JPEG decode at a reduced scale (at least that size), much faster when only a
-    small version is needed (hashing, thumbnails). Raises InvalidImage when the file is unusable.
+    """Decode an image (a path or its bytes) fully into memory, upright (EXIF orientation applied), as `mode`
+    (16-bit images scaled to 8 bits). `draft_size` lets JPEG decode at a reduced scale (at least that size), much
+    faster when only a small version is needed (hashing, thumbnails). Raises InvalidImage when the file is unusable.
     """
     image = _open(path if isinstance(path, (bytes, bytearray)) else Path(path), max_pixels)
     try:
-        if draft_size is not None and image.format in ("JPEG", "MPO"):
-            image.draft(mode if mode in ("L", "RGB") else "RGB", draft_size)
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return image.convert(mode) if image.mode != mode else image
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InvalidImage("truncated", f"image data is damaged or truncated ({err})") from None
+        return decoder.load(image, mode, draft_size)
+    except decoder.ImageError as error:
+        raise InvalidImage(error.reason, str(error)) from None
+
+
+def upright_size(path: str | Path, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the image file at `path` (stored as `width` x `height`) as shown and exported: EXIF
+    orientations 5-8 swap the sides. Crop boxes are in these upright pixels."""
+    try:
+        with decoder.open_lazy(Path(path)) as image:
+            return decoder.upright_size(image)
+    except (decoder.ImageError, OSError):
+        return width, height
+
+
+def clamp_box(box, width: int, height: int) -> tuple[int, int, int, int]:
+    """A crop box (x0, y0, x1, y1) rounded to whole pixels and clamped to a `width` x `height` (upright) image.
+    Raises CurateError for numbers that are not finite or a box with nothing inside the image."""
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise CurateError(f"crop box must be 4 finite pixel positions x0,y0,x1,y1, got {box!r}")
+    x0, y0, x1, y1 = (round(v) for v in values)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise CurateError(f"crop box {tuple(box)} is empty inside a {width}x{height} image")
+    return x0, y0, x1, y1
+
+
+def crop(image: Image.Image, box) -> Image.Image:
+    """`image` (upright, as open_image gives it) cut to `box` clamped to its sides (a box saved before crops were
+    clamped to the upright sides may reach past them)."""
+    return image.crop(clamp_box(box, *image.size))

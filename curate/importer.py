@@ -12,13 +12,12 @@ from typing import BinaryIO, Callable, Iterator
 from tqdm import tqdm
 
 from curate import CurateError
-from curate.images import MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
+from curate.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
 from curate.workspace import Workspace
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif"}
 # Image formats known by name but not decoded here: skipped as unsupported_format rather than as "not an image".
-OTHER_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".svg", ".dng", ".cr2", ".nef", ".arw", ".raw"}
+OTHER_IMAGE_SUFFIXES = {".jxl", ".svg", ".dng", ".cr2", ".nef", ".arw", ".raw"}
 # Split folders whose classes are merged: an ImageFolder tree often comes as train/valid/test.
 SPLIT_NAMES = {"train", "training", "valid", "val", "validation", "test", "testing", "dev"}
 # Why a file of the source was never read (counted in ImportReport.skipped): dot files and macOS resource forks,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from curate.thumbnails import GRID_PX, cached_copy, upright_size, view_file
 from curate.workspace import MANIFEST, STATUSES, ImageRecord, Workspace, read_rows, select_images
 
 PAGE_SIZE = 40
+# A typed crop number beyond this is a typo, not a position: no image within the pixel limit has a side this long.
+CROP_LIMIT_PX = 100_000
 GROUPS_PER_PAGE = 20
 STATUS_FILTERS = ("all", *STATUSES)
 FLAG_FILTERS = ("any", "flagged", "unflagged", *FLAGS)
@@ -210,6 +213,20 @@ def progress_html(ws: Workspace, category: str) -> str:
     done = total - counts["pending"] if sum(counts.values()) else 0
     return (f'<div class="rv-progress" data-pending="{counts["pending"]}"><div class="rv-bar">{bar}</div>'
             f'<div>{labels} — {done} of {sum(counts.values())} decided</div></div>')
+
+
+def parse_crop(text: str | None) -> tuple[float, float, float, float]:
+    """A typed crop 'x0,y0,x1,y1' (pixels; spaces allowed) as 4 finite numbers, else CurateError with the reason."""
+    try:
+        box = tuple(float(v) for v in (text or "").replace(" ", "").split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise CurateError(f"crop must be x0,y0,x1,y1 in pixels, got {text!r}")
+    if not all(math.isfinite(v) and abs(v) <= CROP_LIMIT_PX for v in box):
+        raise CurateError(f"crop numbers must be pixel positions between -{CROP_LIMIT_PX:,} and {CROP_LIMIT_PX:,}, "
+                          f"got {text!r}")
+    return box
 
 
 def image_html(ws: Workspace, record: ImageRecord | None, prefetch: Path | None = None) -> str:
@@ -578,13 +595,7 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
         return save_crop(view, record, (fx0 * w, fy0 * h, fx1 * w, fy1 * h), page)
 
     def crop_typed(view, image_id, page, text):
-        try:
-            box = tuple(int(round(float(v))) for v in (text or "").replace(" ", "").split(","))
-            if len(box) != 4:
-                raise ValueError
-        except ValueError:
-            raise CurateError(f"crop must be x0,y0,x1,y1 in pixels, got {text!r}") from None
-        return save_crop(view, _get(image_id), box, page)
+        return save_crop(view, _get(image_id), parse_crop(text), page)
 
     def crop_reset(view, image_id, page):
         return save_crop(view, _get(image_id), None, page)

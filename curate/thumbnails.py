@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from curate import images
 from curate.images import InvalidImage, open_image
 from curate.workspace import ImageRecord, Workspace
 
@@ -15,7 +16,6 @@ GRID_PX = 160  # grid cells are 150 px wide
 VIEW_PX = 1024  # the single-image view is at most ~900 px wide on a laptop screen
 # Originals a browser shows as they are; any other format (TIFF, BMP) or a bigger original gets a cached copy.
 BROWSER_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
-EXIF_ORIENTATION = 0x0112
 
 
 def cached_copy(ws: Workspace, record: ImageRecord, size_px: int) -> Path | None:
@@ -63,12 +63,7 @@ def view_file(ws: Workspace, record: ImageRecord, make: bool = True) -> Path | N
 
 def upright_size(ws: Workspace, record: ImageRecord) -> tuple[int, int]:
     """(width, height) as shown: EXIF orientations 5-8 swap the sides (browsers and export both apply them)."""
-    try:
-        with Image.open(ws.abspath(record)) as image:
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except OSError:
-        orientation = 1
-    return (record.height, record.width) if orientation in (5, 6, 7, 8) else (record.width, record.height)
+    return images.upright_size(ws.abspath(record), record.width, record.height)
 
 
 def make_thumbnails(ws: Workspace, records: list[ImageRecord], size_px: int = GRID_PX, progress: bool = False) -> int:

@@ -471,15 +471,13 @@ class Workspace:
         return self._change(image_id, "status", {"status": status, "duplicate_of": duplicate_of if status == "duplicate" else None}, log)
 
     def set_crop(self, image_id: int, box: tuple[int, int, int, int] | None, log: bool = True) -> ImageRecord:
-        """Set the crop box (x0, y0, x1, y1) in original pixels, or None to clear. Logged for undo."""
+        """Set the crop box (x0, y0, x1, y1) in upright pixels (EXIF orientation applied, as shown and exported),
+        clamped to the image, or None to clear. Logged for undo."""
         if box is not None:
+            from curate.images import clamp_box, upright_size  # images imports nothing from here
+
             record = self.get(image_id)
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
-            x0, y0 = max(0, x0), max(0, y0)
-            x1, y1 = min(record.width, x1), min(record.height, y1)
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                raise CurateError(f"crop box {tuple(box)} is empty inside a {record.width}x{record.height} image")
-            box = (x0, y0, x1, y1)
+            box = clamp_box(box, *upright_size(self.abspath(record), record.width, record.height))
         return self._change(image_id, "crop", {"crop": _to_db("crop", box)}, log)
 
     def relabel(self, image_id: int, category: str, log: bool = True) -> ImageRecord:

@@ -210,7 +210,7 @@ def test_every_skipped_file_is_counted_with_its_reason(tmp_path):
     photo(src / "ramen" / "1.jpg", seed=41)
     (src / "ramen" / "copy of 0.jpg").write_bytes((src / "ramen" / "0.jpg").read_bytes())  # exact duplicate
     (src / "ramen" / "notes.txt").write_text("not an image")
-    (src / "ramen" / "photo.heic").write_bytes(b"\0\0\0\x18ftypheic" + bytes(100))
+    (src / "ramen" / "photo.jxl").write_bytes(b"\xff\x0a" + bytes(100))  # JPEG XL: known by name, not decoded
     photo(src / "ramen" / ".hidden.jpg", seed=42)
     photo(src / ".thumbs" / "cls" / "t.jpg", seed=43)
     os.mkfifo(src / "ramen" / "pipe.jpg")  # would block a reader for ever

@@ -28,16 +28,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(trained_bundle, tmp_path_factory):
-    """`python demo.py` on the tiny bundle, with facts and a 1 MB upload cap, as a user would start it."""
-    facts = tmp_path_factory.mktemp("facts") / "facts.csv"
-    facts.write_text(FACTS)
+def start_demo(bundle: Path, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`python demo.py --model bundle options...` on a free port, its output in `log`; (process, url) once it serves."""
     port = free_port()
-    log = tmp_path_factory.mktemp("log") / "demo.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "demo.py", "--model", str(trained_bundle), "--port", str(port),
-                                    "--facts", str(facts), "--max-upload-mb", str(UPLOAD_CAP_MB)],
+        process = subprocess.Popen([sys.executable, "demo.py", "--model", str(bundle), "--port", str(port), *options],
                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
@@ -51,6 +46,16 @@ def server(trained_bundle, tmp_path_factory):
             process.kill()
             pytest.fail(f"demo.py did not start: {log.read_text()[-2000:]}")
         time.sleep(0.5)
+    return process, url
+
+
+@pytest.fixture(scope="module")
+def server(trained_bundle, tmp_path_factory):
+    """`python demo.py` on the tiny bundle, with facts and a 1 MB upload cap, as a user would start it."""
+    facts = tmp_path_factory.mktemp("facts") / "facts.csv"
+    facts.write_text(FACTS)
+    log = tmp_path_factory.mktemp("log") / "demo.log"
+    process, url = start_demo(trained_bundle, log, "--facts", str(facts), "--max-upload-mb", str(UPLOAD_CAP_MB))
     yield url
     process.terminate()
     process.wait(timeout=20)
