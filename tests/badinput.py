@@ -11,12 +11,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A fresh launcher that runs the command and writes the peak RSS (KiB) of its own children (only the command) to
+# argv[1]. Neither the test process's RUSAGE_CHILDREN nor wait4 on a child forked from it will do: both count the
+# pages the child shared with the (large) test process before its exec.
+_PEAK = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)")
+
+
+def _environment(env=None) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+
+
 def run(package: str, *args, cwd=None, timeout=180, env=None) -> subprocess.CompletedProcess:
     """`python -m package args...` in a real subprocess, with this checkout's code first on the path."""
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-                   **(env or {})}
     return subprocess.run([sys.executable, "-m", package, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=environment)
+                          cwd=cwd, timeout=timeout, env=_environment(env))
+
+
+def run_measured(package: str, *args, timeout=300) -> tuple[subprocess.CompletedProcess, int]:
+    """`run`, and the command's peak resident memory in KiB."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        peak = Path(folder) / "peak"
+        done = subprocess.run([sys.executable, "-c", _PEAK, str(peak), sys.executable, "-m", package,
+                               *map(str, args)], capture_output=True, text=True, timeout=timeout, env=_environment())
+        return done, int(peak.read_text())
 
 
 def assert_refused(done: subprocess.CompletedProcess, *words: str, code: int | None = None) -> str:

@@ -13,28 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from badinput import ROOT, assert_refused, run, tree_digest
+from badinput import ROOT, assert_refused, run, run_measured, tree_digest
 from classify import ClassifyError
 from classify import data as D
 from classify import images
 from curate.workspace import Workspace
 
 GB_KB = 1024 * 1024  # ru_maxrss and VmHWM are in KiB
-# A fresh child that runs the command and writes the peak RSS of its own children (only the command) to argv[1]:
-# the test process's own RUSAGE_CHILDREN would include everything run before it.
-PEAK = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
-        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)")
-
-
-def measured(tmp_path: Path, package: str, *args) -> tuple[subprocess.CompletedProcess, int]:
-    """`python -m package args` as `run` starts it, and its peak RSS in KiB."""
-    peak = tmp_path / f"peak-{time.monotonic_ns()}.txt"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", PEAK, str(peak), sys.executable, "-m", package, *map(str, args)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    return done, int(peak.read_text())
-
-
 def photo(path: Path, size=(400, 300), seed: int = 0, **save) -> Path:
     """A photo-like image (colour blobs); `save` goes to Image.save (format, exif, quality)."""
     rng = np.random.default_rng(seed)
@@ -68,7 +53,7 @@ def gradient16(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def predict_baseline(trained_bundle, tmp_path_factory) -> int:
     tmp = tmp_path_factory.mktemp("baseline")
-    done, peak = measured(tmp, "classify", "predict", "--model", trained_bundle, photo(tmp / "plain.jpg"))
+    done, peak = run_measured("classify", "predict", "--model", trained_bundle, photo(tmp / "plain.jpg"))
     assert done.returncode == 0, done.stderr[-2000:]
     return peak
 
@@ -79,7 +64,7 @@ def test_predict_refuses_a_tiny_strip_png_without_the_memory(tmp_path, trained_b
     image = strip(tmp_path / "in" / "strip.png", length)
     assert image.stat().st_size < 1000
     before = tree_digest(tmp_path / "in")
-    done, peak = measured(tmp_path, "classify", "predict", "--model", trained_bundle, image)
+    done, peak = run_measured("classify", "predict", "--model", trained_bundle, image)
     assert_refused(done, "strip.png", f"1x{length} px", "20:1", code=1)
     assert peak < predict_baseline + GB_KB, (peak, predict_baseline)  # before: 6 GB (20000) and ~30 GB (100000)
     assert tree_digest(tmp_path / "in") == before
@@ -88,7 +73,7 @@ def test_predict_refuses_a_tiny_strip_png_without_the_memory(tmp_path, trained_b
 @pytest.mark.slow
 def test_predict_a_big_legal_photo_still_works_in_bounded_memory(tmp_path, trained_bundle, predict_baseline):
     big = photo(tmp_path / "big.jpg", size=(8000, 6000), quality=80)  # 48 MP: a phone's full-resolution photo
-    done, peak = measured(tmp_path, "classify", "predict", "--model", trained_bundle, "--json", big)
+    done, peak = run_measured("classify", "predict", "--model", trained_bundle, "--json", big)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"predictions"' in done.stdout and "Traceback" not in done.stderr
     assert peak < predict_baseline + GB_KB, (peak, predict_baseline)
@@ -107,13 +92,13 @@ def test_predict_refuses_an_image_over_the_one_pixel_limit(tmp_path, trained_bun
 def test_import_counts_a_strip_and_keeps_a_big_photo_in_bounded_memory(tmp_path):
     small = tmp_path / "small" / "soup"
     photo(small / "a.jpg")
-    baseline_done, baseline = measured(tmp_path, "curate", "--workspace", tmp_path / "ws0", "import", small.parent)
+    baseline_done, baseline = run_measured("curate", "--workspace", tmp_path / "ws0", "import", small.parent)
     assert baseline_done.returncode == 0, baseline_done.stderr[-2000:]
     source = tmp_path / "src" / "soup"
     strip(source / "strip.png", 20_000)
     photo(source / "big.jpg", size=(8000, 6000), quality=80)
     before = tree_digest(source)
-    done, peak = measured(tmp_path, "curate", "--workspace", tmp_path / "ws", "import", source.parent)
+    done, peak = run_measured("curate", "--workspace", tmp_path / "ws", "import", source.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("soup"))
     assert row.split()[1] == "1" and "bad_shape 1" in row, done.stdout  # the big photo added, the strip counted
@@ -138,15 +123,22 @@ def test_sixteen_bit_gradient_keeps_its_mean_in_classify_decode(tmp_path):
     assert abs(D.decode(gradient16(tmp_path / "ramp.png"), 64).mean() - 127.5) < 3  # before: 254 (white)
 
 
+def export_soup(tmp_path: Path) -> list[Path]:
+    """`curate export` of tmp_path/ws (one soup image, two salad ones) with the soup image in train/: its files."""
+    done = run("curate", "--workspace", tmp_path / "ws", "export", tmp_path / "out", "--split", "0.5", "0.5", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return list((tmp_path / "out" / "train" / "soup").glob("*.jpg"))
+
+
 def test_sixteen_bit_gradient_keeps_its_mean_through_curate_export(tmp_path):
     source = tmp_path / "src" / "soup"
     source.mkdir(parents=True)
     gradient16(source / "ramp.png")
+    for seed in (1, 2):  # a second class, so that export has a valid/ image to write
+        photo(source.parent / "salad" / f"{seed}.jpg", seed=seed)
     assert run("curate", "--workspace", tmp_path / "ws", "import", source.parent).returncode == 0
     assert run("curate", "--workspace", tmp_path / "ws", "accept", "--all-flags-ok").returncode == 0
-    done = run("curate", "--workspace", tmp_path / "ws", "export", tmp_path / "out", "--split", "1", "0", "0")
-    assert done.returncode == 0, done.stderr[-2000:]
-    exported = list((tmp_path / "out").rglob("*.jpg"))
+    exported = export_soup(tmp_path)
     assert len(exported) == 1
     pixels = np.asarray(Image.open(exported[0]).convert("L"), dtype=np.float32)
     assert pixels.shape == (256, 512) and abs(pixels.mean() - 127.5) < 3  # before: 254
@@ -185,9 +177,10 @@ def test_rotated_crop_clamps_to_the_upright_sides_and_exports_that_size(tmp_path
         assert ws.set_crop(record.id, (0, 200, 300, 400)).crop == (0, 200, 300, 400)  # before: (0, 200, 300, 300)
         assert ws.set_crop(record.id, (-5, 350, 999, 999)).crop == (0, 350, 300, 400)
         ws.set_status(record.id, "accepted")
-    done = run("curate", "--workspace", tmp_path / "ws", "export", tmp_path / "out", "--split", "1", "0", "0")
-    assert done.returncode == 0, done.stderr[-2000:]
-    exported = list((tmp_path / "out").rglob("*.jpg"))
+        for seed in (1, 2):  # a second class, so that export has a valid/ image to write
+            other = ws.add_image(photo(tmp_path / f"salad{seed}.jpg", seed=seed).read_bytes(), "salad", source="test")
+            ws.set_status(other.id, "accepted")
+    exported = export_soup(tmp_path)
     assert len(exported) == 1 and Image.open(exported[0]).size == (300, 50)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from badinput import ROOT, assert_refused, run, tree_digest
+from badinput import ROOT, assert_refused, run, run_measured, tree_digest
 from curate.images import MAX_FILE_BYTES
 from curate.workspace import Workspace
 from test_curate_importer import photo
@@ -43,17 +43,9 @@ def images_in(ws_dir) -> dict[str, list[str]]:
 
 
 def import_with_peak_rss(source, ws_dir) -> tuple[subprocess.CompletedProcess, float]:
-    """`curate import` in a real subprocess and the peak resident memory (MB) of that process alone (wait4)."""
-    out, err = (open(Path(ws_dir).parent / f"import.{k}", "w+") for k in ("out", "err"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "curate", "--workspace", str(ws_dir), "import", str(source)],
-                            stdout=out, stderr=err, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0), err.seek(0)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-    out.close(), err.close()
-    return done, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    """`curate import` in a real subprocess and its peak resident memory in MB."""
+    done, peak_kib = run_measured("curate", "--workspace", ws_dir, "import", source)
+    return done, peak_kib / 1024
 
 
 def row(stdout: str, category: str) -> str:
