@@ -54,6 +54,13 @@ def _open(source, max_pixels: int) -> Image.Image:
         raise InvalidImage(error.reason, str(error)) from None
 
 
+def stored_size(source: str | Path | bytes) -> tuple[int, int]:
+    """Width and height as stored (before EXIF orientation), from the header alone; InvalidImage when unusable."""
+    image = _open(source, MAX_PIXELS)
+    with image:
+        return image.size
+
+
 def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """Fully decode `data` and return its facts, or raise InvalidImage with a reason.
 

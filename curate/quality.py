@@ -5,7 +5,6 @@ far from every category's embeddings (a screenshot, a text image, a photo of som
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from curate import CurateError
-from curate.images import InvalidImage, open_image
+from curate.images import InvalidImage, open_image, stored_size
 
 FLAGS = ("unreadable", "too_small", "extreme_aspect", "blurry", "dark", "bright", "near_blank", "grayscale", "off_topic")
 SET_BY_SUSPECTS = ("off_topic",)  # flags no pixel check sets or clears
@@ -78,8 +77,7 @@ def flags_for_file(path: str | Path | bytes, config: QualityConfig = QualityConf
     try:
         image = open_image(path, mode="RGB", draft_size=(ANALYSIS_PX, ANALYSIS_PX))
         # draft may decode at reduced size: judge size and aspect on the real dimensions
-        with Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path) as header:
-            size = header.size
+        size = stored_size(path)
     except (InvalidImage, OSError):
         return ("unreadable",)
     flags = set(flags_for_image(image, config)) - {"too_small"}

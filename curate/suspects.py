@@ -131,7 +131,7 @@ def embed_records(ws: Workspace, records: list[ImageRecord], model: str = Suspec
     from classify import ClassifyError
     from classify.data import decode
     from classify.embed import Embedder
-    from curate.images import InvalidImage, open_image
+    from curate.images import InvalidImage, crop, open_image
 
     try:
         embedder = Embedder(model)
@@ -147,7 +147,7 @@ def embed_records(ws: Workspace, records: list[ImageRecord], model: str = Suspec
         new.update(zip((r.id for r in good), features))
     for r in (r for r in missing if r.crop is not None):  # crops are few: one at a time
         try:
-            pixels = decode(open_image(ws.abspath(r)).crop(r.crop), embedder.cache_size)
+            pixels = decode(crop(open_image(ws.abspath(r)), r.crop), embedder.cache_size)
         except (InvalidImage, ClassifyError):
             unreadable.add(r.id)
             continue
