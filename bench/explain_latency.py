@@ -62,14 +62,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in LITE:
             alone, explained, size = measure(head_only_bundle(args.data, Path(scratch) / name, name), images)
-            p = {q: (np.percentile(alone, q), np.percentile(explained, q)) for q in (50, 95)}
-            extra = [e - a for a, e in zip(alone, explained)]
-            rows.append([name, size, f"{p[50][0]:.1f}", f"{p[95][0]:.1f}", f"{p[50][1]:.1f}", f"{p[95][1]:.1f}",
-                         f"{np.percentile(extra, 50):.1f}", f"{np.percentile(extra, 95):.1f}",
-                         "met" if np.percentile(extra, 95) <= TARGET_EXTRA_MS else "not met"])
+            (a50, e50), (a95, e95) = ((np.percentile(alone, q), np.percentile(explained, q)) for q in (50, 95))
+            # the extra cost as the difference of the percentiles: per-image differences mostly measure the noise
+            # of a shared machine (the two calls of one image can land on either side of another process's burst)
+            extra = (e50 - a50, e95 - a95)
+            verdict = "met" if max(extra) <= TARGET_EXTRA_MS else "not met"
+            rows.append([name, size, f"{a50:.1f}", f"{a95:.1f}", f"{e50:.1f}", f"{e95:.1f}", f"{extra[0]:.1f}",
+                         f"{extra[1]:.1f}", verdict])
             print(rows[-1], flush=True)
     body = table(["backbone", "input px", "predict p50 ms", "p95", "predict + explain p50 ms", "p95",
-                  "extra p50 ms", "extra p95 ms", f"extra <= {TARGET_EXTRA_MS} ms (p95)"], rows)
+                  "extra p50 ms", "extra p95 ms", f"extra <= {TARGET_EXTRA_MS} ms"], rows)
     body += (f"\n\n{len(images)} food-dev valid JPEGs, one at a time; predict: decode + resize + crop + forward +"
              f" top-5; predict + explain: the same decode, one forward with Grad-CAM of the top class, overlay, PNG"
              f" encoding (what `predict --explain` does per image, less the disk write); {torch.get_num_threads()}"
