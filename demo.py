@@ -16,6 +16,7 @@ from PIL import Image
 
 import classify
 from classify import ClassifyError, images
+from classify.explain import Explainer
 
 TOP_K = 5
 MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food photo worth decoding
@@ -149,6 +150,13 @@ def top_k(predictor, image: Image.Image, k: int = TOP_K) -> list[tuple[str, floa
         raise user_error(f"This image could not be read: {error}") from None
 
 
+def explain(explainer, image: Image.Image):
+    try:
+        return explainer.explain(image, k=TOP_K)
+    except ClassifyError as error:
+        raise user_error(f"This image could not be read: {error}") from None
+
+
 # --- the app ----------------------------------------------------------------------------------------------------
 
 def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = None) -> gr.Blocks:
@@ -159,19 +167,28 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
         raise ClassifyError(f"the facts file names none of the model's classes ({', '.join(predictor.classes[:5])}"
                             f"{', ...' if len(predictor.classes) > 5 else ''})")
 
-    def classify_image(payload):
-        """UI: label, facts of the top class, latency line."""
+    try:
+        explainer = Explainer(predictor)
+    except ClassifyError:  # no feature map to draw from (a vision transformer): the demo runs without heat maps
+        explainer = None
+
+    def classify_image(payload, show_heat_map=True):
+        """UI: label, facts of the top class, latency line, heat map (hidden when toggled off)."""
         if payload is None:
-            return None, "", ""
+            return None, "", "", gr.Image(value=None, visible=False)
         image = open_upload(payload)
         width, height = image.size  # before predicting: JPEG draft mode shrinks the image in place
         start = time.perf_counter()
-        predictions = top_k(predictor, image)
+        explanation = explain(explainer, image) if show_heat_map and explainer else None
+        predictions = explanation.predictions if explanation else top_k(predictor, image)
         latency_ms = 1000 * (time.perf_counter() - start)
         top_class = predictions[0][0]
         latency = (f"Predicted in **{latency_ms:.0f} ms** on {predictor.device.type.upper()} "
-                   f"({width}x{height} px photo, scaled to {predictor.image_size} px)")
-        return {display_name(name): p for name, p in predictions}, facts_markdown(facts, top_class), latency
+                   f"({width}x{height} px photo, scaled to {predictor.image_size} px"
+                   f"{', heat map included' if explanation else ''})")
+        heat_map = gr.Image(value=explanation.overlay() if explanation else None, visible=explanation is not None)
+        return ({display_name(name): p for name, p in predictions}, facts_markdown(facts, top_class), latency,
+                heat_map)
 
     def predict(image: FileData) -> list[dict]:
         """The top-5 classes of an image, most likely first: [{"label": class, "probability": p}, ...]."""
@@ -191,12 +208,17 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                                 examples_per_page=2 * EXAMPLES_PER_CLASS * 4)
             with gr.Column():
                 label = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="prediction")
+                show_heat_map = gr.Checkbox(True, label="Show where the model looked (heat map)", elem_id="heat-toggle",
+                                            visible=explainer is not None)
+                heat_map = gr.Image(type="pil", label="Where it looked: the top class, on the crop the model saw",
+                                    visible=False, interactive=False, elem_id="heat-map", height=300)
                 latency = gr.Markdown(elem_id="latency")
                 facts_box = gr.Markdown(elem_id="facts")
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
-        image.change(classify_image, image, [label, facts_box, latency], preprocess=False,
-                     api_visibility="private")
+        for trigger in (image.change, show_heat_map.change):
+            trigger(classify_image, [image, show_heat_map], [label, facts_box, latency, heat_map], preprocess=False,
+                    api_visibility="private")
         gr.api(predict, api_name="predict")
     return demo
 

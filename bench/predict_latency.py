@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from record import FOOD_DEV, append, machine, table  # noqa: E402
+from record import FOOD_DEV, LITE, append, head_only_bundle, machine, table  # noqa: E402
 
 import classify  # noqa: E402
-from classify.train import RunConfig, train  # noqa: E402
 
 
 def main() -> None:
@@ -32,11 +31,8 @@ def main() -> None:
     machine_line = machine()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
-            # The head's weights do not change the latency: a 1-epoch head-only bundle is enough.
-            run = Path(scratch) / name
-            train(RunConfig(data=args.data, out=str(run), model=name, freeze="all", epochs=1, views=1))
-            predictor = classify.load(run)
+        for name in LITE:
+            predictor = classify.load(head_only_bundle(args.data, Path(scratch) / name, name))
             for image in images[:3]:
                 predictor.predict(image)  # warm-up
             latencies = []

@@ -10,6 +10,16 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 FOOD_DEV = Path(os.environ.get("PLATEKIT_FOOD_DEV", Path(__file__).resolve().parents[2] / "shared" / "data" / "food-dev"))
 
 
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def head_only_bundle(data: str | Path, out: Path, model: str) -> Path:
+    """A 1-epoch head-only bundle: enough for latency, which the head's weights do not change."""
+    from classify.train import RunConfig, train
+    train(RunConfig(data=str(data), out=str(out), model=model, freeze="all", epochs=1, views=1))
+    return out
+
+
 def machine() -> str:
     import torch
     cpu = "unknown CPU"

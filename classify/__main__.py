@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files, or folders (their images, recursively, in name order)")
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--json", action="store_true", help="print JSON lines: one object per image")
+    predict.add_argument("--explain", metavar="OUT_DIR", help="also write a heat map of where the model looked "
+                         "(Grad-CAM of the top class over the crop it saw) per image: OUT_DIR/<image name>.png")
 
     export = commands.add_parser("export", help="ONNX or TorchScript, checked against PyTorch")
     export.add_argument("--model", required=True, help="run folder (model bundle)")
@@ -183,10 +185,18 @@ def _predict(args) -> int:
         else:
             paths.append(given)
     predictor = classify.load(args.model)
+    if args.explain:
+        from classify.explain import Explainer, overlay_targets, save_overlay
+        targets, explainer = overlay_targets(args.explain, paths), Explainer(predictor)  # refuse before writing
     failed = 0
-    for path in paths:
+    for index, path in enumerate(paths):
         try:
-            top = predictor.predict(path, k=args.top_k)
+            if not args.explain:
+                top = predictor.predict(path, k=args.top_k)
+            else:
+                explanation = explainer.explain(path, k=args.top_k)
+                top = explanation.predictions
+                save_overlay(explanation.overlay(), targets[index])
         except ClassifyError as error:
             print(f"error: {path}: {error}", file=sys.stderr)
             failed += 1

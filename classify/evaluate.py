@@ -9,6 +9,7 @@ import numpy as np
 
 from classify import ClassifyError
 from classify import data as D
+from classify import report
 
 
 def metrics_from_probabilities(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict:
@@ -70,30 +71,8 @@ def write_reports(out: Path, metrics: dict, classes) -> None:
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, confusion):
             writer.writerow([name, *row.tolist()])
-    _plot_confusion(out / "confusion_matrix.png", confusion, classes)
-
-
-def _plot_confusion(path: Path, confusion: np.ndarray, classes: list) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, axis = plt.subplots(figsize=(size, size))
-    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    axis.set_xticks(range(len(classes)), classes, rotation=90, fontsize=8)
-    axis.set_yticks(range(len(classes)), classes, fontsize=8)
-    axis.set(xlabel="predicted", ylabel="true")
-    if len(classes) <= 30:
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                if confusion[i, j]:
-                    axis.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                              color="white" if rates[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    figure = report.confusion_figure(confusion, classes, str(metrics.get("split", "?")), metrics["n"])
+    report.save_figure(figure, out / "confusion_matrix.png")
 
 
 def resolve_split(data: str | Path) -> Path:
@@ -132,5 +111,8 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     metrics["tta"] = tta
     if out is not None:
         write_reports(Path(out), metrics, classes)
+        errors = report.misclassified(probabilities, cache.labels.numpy(), cache.paths, classes)
+        seen = [D.center_crop(cache.images[e.index], predictor.image_size).permute(1, 2, 0).numpy() for e in errors]
+        report.write_errors(Path(out), errors, seen, metrics["n"], metrics["split"])
         (Path(out) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -18,7 +18,7 @@ from torch import nn
 
 from classify import ClassifyError, __version__
 from classify import data as D
-from classify import features, models
+from classify import features, models, report
 
 STRATEGIES = ("auto", "all", "partial", "none")
 SCHEDULES = ("cosine", "onecycle", "plateau")
@@ -457,28 +457,8 @@ def write_bundle(out: Path, model: nn.Module, config: RunConfig, resolved: dict,
             writer = csv.DictWriter(f, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
-        _plot_curves(out / "curves.png", history)
-
-
-def _plot_curves(path: Path, history: list) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(epochs, [r["train_loss"] for r in history], label="train")
-    left.plot(epochs, [r["valid_loss"] for r in history], label="valid")
-    left.set(title="loss", xlabel="epoch")
-    right.plot(epochs, [r["train_accuracy"] for r in history], label="train")
-    right.plot(epochs, [r["valid_accuracy"] for r in history], label="valid")
-    right.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
-    for axis in (left, right):
-        axis.legend()
-        axis.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        run = f"run {out.name}: {resolved['architecture']}, {resolved['strategy']}"
+        report.save_figure(report.curves_figure(history, run, metrics.get("best_epoch")), out / "curves.png")
 
 
 def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:

@@ -1,6 +1,7 @@
 """demo.py: a real server started by its CLI, driven by gradio_client, httpx and Playwright in headless Chromium."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -197,6 +198,24 @@ def test_ui_example_from_the_bundle_predicts(page):
     page.locator("button.gallery-item").last.click()
     page.wait_for_function("() => { const e = document.querySelector('#prediction');"
                            " return e && e.innerText.split('\\n')[1] === 'red soup'; }", timeout=30_000)
+
+
+def test_ui_shows_the_heat_map_and_hides_it_when_toggled_off(page, trained_bundle):
+    heat_map = page.locator("#heat-map img")
+    toggle = page.locator("#heat-toggle input[type=checkbox]")
+    assert toggle.is_checked()  # on by default
+    upload(page, example(trained_bundle, "green_salad"))
+    wait_for_text(page, "#prediction", "green salad")
+    heat_map.wait_for(state="visible", timeout=30_000)
+    size = json.loads((trained_bundle / "config.json").read_text())["image_size"]
+    assert page.evaluate("() => document.querySelector('#heat-map img').naturalWidth") == size  # the crop's size
+    assert "heat map included" in wait_for_text(page, "#latency", "heat map included")
+    toggle.uncheck()
+    page.locator("#heat-map").wait_for(state="hidden", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('#latency').innerText.includes('heat map')", timeout=30_000)
+    assert wait_for_text(page, "#prediction", "green salad")  # still predicting, without the map
+    toggle.check()
+    heat_map.wait_for(state="visible", timeout=30_000)
 
 
 def test_ui_non_image_upload_shows_a_message(page, tmp_path):

@@ -1,0 +1,162 @@
+"""Where the model looked: Grad-CAM heat maps of the top class on the crop it classified, and their PNG files."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from classify import ClassifyError
+from classify import data as D
+
+# `predict --explain` lists here each PNG it wrote ("sha256  name" per line): what it may overwrite later.
+WRITTEN = ".platekit-explain"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image's prediction and the heat map behind its top class, both on the crop the model saw."""
+    predictions: list  # [(class, probability), ...], most likely first
+    crop: np.ndarray  # S x S x 3 uint8: the preprocessed input (shorter side resized, centre crop)
+    heat: np.ndarray  # S x S float32 in [0, 1]: Grad-CAM of the top class
+
+    def overlay(self, image_weight: float = 0.5) -> Image.Image:
+        """The heat map (jet colours) blended over the crop."""
+        from pytorch_grad_cam.utils.image import show_cam_on_image
+        return Image.fromarray(show_cam_on_image(self.crop.astype(np.float32) / 255, self.heat, use_rgb=True,
+                                                 image_weight=image_weight))
+
+
+def last_feature_map(model: nn.Module, image_size: int) -> nn.Module:
+    """The backbone module that computes the feature map its global pooling reads (the last convolutional stage,
+    whatever the family: timm's bn2, torchvision's layer4 or features, a transformers ResNet's last stage).
+
+    Found by running the model once on a blank input: the last layer (a module without children) that turns an
+    N x C x H x W input (H x W > 1) into one value per channel is the global pooling (earlier ones are
+    squeeze-excitation blocks); the last module to return that very tensor made it."""
+    made_by, pooled = {}, []
+    seen = []  # every output, kept alive so that no tensor id is reused during the pass
+
+    def watch(module, inputs, output):
+        seen.append(output)
+        if not isinstance(output, torch.Tensor):
+            return
+        made_by[id(output)] = module
+        given = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        is_layer = next(module.children(), None) is None
+        if (is_layer and given is not None and given.dim() == 4 and given.shape[-2] * given.shape[-1] > 1
+                and (output.dim() < 4 or output.shape[-2] * output.shape[-1] == 1)):
+            pooled.append(id(given))  # kept alive by `seen`
+
+    hooks = [module.register_forward_hook(watch) for module in model.backbone.modules()]
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not pooled or pooled[-1] not in made_by:
+        raise ClassifyError("heat maps need a convolutional backbone that pools its last feature map "
+                            "(a vision transformer has none)")
+    return made_by[pooled[-1]]
+
+
+class Explainer:
+    """Grad-CAM (pytorch_grad_cam) over a copy of a Predictor's model: `Explainer(predictor).explain(image)`.
+
+    The copy keeps the hooks off the predictor's own model, which may serve plain predictions meanwhile; a lock
+    serializes explanations, since the hooks collect one image's activations at a time.
+    """
+
+    def __init__(self, predictor):
+        from pytorch_grad_cam import GradCAM
+
+        self.predictor = predictor
+        self.model = copy.deepcopy(predictor.model).eval().requires_grad_(False)
+        layer = last_feature_map(self.model, predictor.image_size)
+        # Only the gradient at that layer is needed: cutting the graph there makes the backward pass run through
+        # the pooling and the head alone, not the whole network (prepend: before Grad-CAM's own hooks see it).
+        layer.register_forward_hook(lambda module, _, output: output.detach().requires_grad_(True), prepend=True)
+        self.cam = GradCAM(model=self.model, target_layers=[layer])
+        self.lock = threading.Lock()
+
+    def explain(self, image, k: int = 5) -> Explanation:
+        """Top-k predictions and the top class's heat map for one image (path, file object or PIL image), from one
+        forward pass on the same preprocessed input `Predictor.predict` uses."""
+        p = self.predictor
+        crop = D.center_crop(p.preprocess(image), p.image_size)
+        x = D.normalize(crop.unsqueeze(0).to(p.device), p.mean, p.std)
+        with self.lock, torch.enable_grad():
+            heat = self.cam(input_tensor=x, targets=None)[0]  # targets None: the top class
+            probabilities = self.cam.outputs.detach().float().softmax(-1)[0].cpu().numpy()
+        order = np.argsort(-probabilities)[: max(1, min(k, len(p.classes)))]
+        return Explanation([(p.classes[i], float(probabilities[i])) for i in order],
+                           crop.permute(1, 2, 0).numpy().copy(), np.clip(heat, 0, 1).astype(np.float32))
+
+
+# --- the overlay files ------------------------------------------------------------------------------------------
+
+def _written(out_dir: Path) -> dict[str, str]:
+    """name -> sha256 of each PNG `predict --explain` wrote into out_dir (its last write of that name)."""
+    try:
+        lines = (out_dir / WRITTEN).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return {name: digest for digest, _, name in (line.partition("  ") for line in lines) if name}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def overlay_targets(out_dir: str | Path, sources: list) -> list[Path]:
+    """Where each source image's heat map goes: OUT_DIR/<its name without suffix>.png (-2, -3, ... added when two
+    sources share a name). Raises ClassifyError, before anything is written, if one of those files exists and is
+    not one this command wrote there (unchanged since)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ClassifyError(f"--explain {out_dir} is a file, not a folder")
+    owned = _written(out_dir) if out_dir.is_dir() else {}
+    targets, taken = [], set()
+    for source in sources:
+        stem, n = Path(source).stem or "image", 1
+        name = f"{stem}.png"
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.png"
+        taken.add(name)
+        target = out_dir / name
+        if target.exists() and (not target.is_file() or owned.get(name) != _sha256(target)):
+            raise ClassifyError(f"{target} exists and was not written by predict --explain; "
+                                f"move it away or choose another folder")
+        targets.append(target)
+    return targets
+
+
+def save_overlay(image: Image.Image, target: Path) -> None:
+    """Write the PNG beside a temporary name, then into place: linked when new (never over a file that appeared
+    meanwhile), replacing only a file this command wrote, unchanged since; then note it as written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    image.save(temporary, format="PNG")
+    try:
+        if target.exists() and _written(target.parent).get(target.name) == _sha256(target):
+            os.replace(temporary, target)
+        else:
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                raise ClassifyError(f"{target} appeared while writing and is not ours; left as it is") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    with open(target.parent / WRITTEN, "a") as f:
+        f.write(f"{_sha256(target)}  {target.name}\n")
