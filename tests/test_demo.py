@@ -168,8 +168,8 @@ def test_uploads_over_the_cap_are_refused_by_the_server(server, tmp_path):
 
 def test_image_input_takes_upload_webcam_and_clipboard(server):
     config = httpx.get(server + "config").json()
-    images = [c for c in config["components"] if c["type"] == "image"]
-    assert [image["props"]["sources"] for image in images] == [["upload", "webcam", "clipboard"]]
+    inputs = [c for c in config["components"] if c["type"] == "image" and c["props"].get("interactive") is not False]
+    assert [image["props"]["sources"] for image in inputs] == [["upload", "webcam", "clipboard"]]
 
 
 # --- the UI in headless Chromium --------------------------------------------------------------------------------
