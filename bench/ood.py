@@ -85,9 +85,11 @@ def mahalanobis_fit(x: np.ndarray, y: np.ndarray):
 
 def mahalanobis_scores(fit, x: np.ndarray, relative: bool) -> np.ndarray:
     means, shared, centre, background = fit
-    distances = np.stack([np.einsum("nd,de,ne->n", x - m, shared, x - m) for m in means], axis=1)
+    def squared(offset, precision):
+        return ((offset @ precision) * offset).sum(axis=1)
+    distances = np.stack([squared(x - m, shared) for m in means], axis=1)
     if relative:
-        distances = distances - np.einsum("nd,de,ne->n", x - centre, background, x - centre)[:, None]
+        distances = distances - squared(x - centre, background)[:, None]
     return -distances.min(axis=1)
 
 
