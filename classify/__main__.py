@@ -177,7 +177,7 @@ def _evaluate(args) -> int:
             f"; unknown photos: {unknown['rejected']:.1%} of {unknown['n']} rejected, AUROC {unknown['auroc']:.4f}"
             if unknown else ""))
     if args.out:
-        print(f"held-out figures written to the bundle's held_out.json (shown on the demo's card)" if metrics["held_out"]
+        print("held-out figures written to the bundle's held_out.json (shown on the demo's card)" if metrics["held_out"]
               else "not written to the bundle: this split is one the model trained or picked its epoch on")
     return 0
 

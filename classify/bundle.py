@@ -1,4 +1,4 @@
-"""The model bundle's format, owned here: what config.json holds (a frozen dataclass), `read`, `write`, `find_latest`."""
+"""The model bundle's format, owned here: what config.json holds (a frozen dataclass), read, write, find_latest."""
 from __future__ import annotations
 
 import json

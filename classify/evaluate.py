@@ -162,10 +162,10 @@ def _menu_metrics(predictor, scores, unknown, progress) -> dict:
     result = {"on_menu_kept": round(float(predictor.on_menu(scores, len(scores)).mean()), 4)}
     if unknown is not None:
         unknown_scores, skipped = _score_unknown(predictor, unknown, progress)
+        kept = predictor.on_menu(unknown_scores, len(unknown_scores))
         result["unknown"] = {"n": len(unknown_scores), "folder": str(unknown),
                              "auroc": round(menu.auroc(scores, unknown_scores), 4),
-                             "rejected": round(1 - float(predictor.on_menu(unknown_scores, len(unknown_scores)).mean()), 4),
-                             "skipped": skipped}
+                             "rejected": round(1 - float(kept.mean()), 4), "skipped": skipped}
     return result
 
 

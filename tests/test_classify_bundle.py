@@ -25,7 +25,8 @@ def test_round_trip_keeps_every_field(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert bundle_format.read(tmp_path) == made
     flat = json.loads((tmp_path / "config.json").read_text())
-    assert flat["lr"] == 0.01 and flat["classes"] == ["a", "b"] and flat["format_version"] == bundle_format.FORMAT_VERSION
+    assert flat["lr"] == 0.01 and flat["classes"] == ["a", "b"]
+    assert flat["format_version"] == bundle_format.FORMAT_VERSION
     assert not (tmp_path / "config.json.tmp").exists()
 
 
@@ -53,7 +54,8 @@ def test_old_bundle_loads_with_temperature_one_and_says_so_once(trained_bundle, 
     assert len(warnings) == 2, warnings  # once per load, not once per image
     assert "temperature 1" in warnings[0] and "no on-menu statistics" in warnings[1]
     # the same weights: only the temperature differs, so the ranking is the new bundle's
-    assert [p.top[0][0] for p in predictions] == [p.top[0][0] for p in classify.load(trained_bundle).predictions(images)]
+    current = classify.load(trained_bundle).predictions(images)
+    assert [p.top[0][0] for p in predictions] == [p.top[0][0] for p in current]
 
 
 def test_find_latest_skips_incomplete_bundles(tmp_path):
