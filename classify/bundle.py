@@ -65,8 +65,9 @@ def from_json(values: dict, where: str = "config.json") -> Bundle:
                          std=tuple(float(v) for v in bundle.std), temperature=float(bundle.temperature),
                          format_version=int(bundle.format_version))
     except TypeError as error:  # a required field missing
-        missing = str(error).split("argument")[-1].strip(": ")
-        raise ClassifyError(f"{where} lacks a required field: {missing}") from None
+        missing = [name for name in ("architecture", "classes", "image_size", "cache_size", "mean", "std")
+                   if name not in values]
+        raise ClassifyError(f"{where} lacks a required field: {', '.join(missing) or error}") from None
     except ValueError as error:
         raise ClassifyError(f"{where} has a field of the wrong kind: {error}") from None
     if bundle.format_version > FORMAT_VERSION:

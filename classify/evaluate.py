@@ -139,12 +139,7 @@ def is_held_out(split: Path, bundle) -> bool:
 
 
 def _score_unknown(predictor, unknown: str | Path, progress: bool) -> tuple[np.ndarray, list]:
-    unknown = Path(unknown)
-    if not unknown.is_dir():
-        raise ClassifyError(f"--unknown folder not found: {unknown}")
-    paths = D.images_in(unknown)
-    if not paths:
-        raise ClassifyError(f"no images found under --unknown {unknown}")
+    paths = D.images_in(Path(unknown))
     cache = D.load_cache([D.Sample(p, 0) for p in paths], predictor.cache_size, progress=progress, desc="unknown")
     if len(cache.images) == 0:
         raise ClassifyError(f"no readable images under --unknown {unknown}")
@@ -176,6 +171,10 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     import classify
     from classify import calibration
 
+    if unknown is not None and not Path(unknown).is_dir():  # before the evaluation pass, not after it
+        raise ClassifyError(f"--unknown folder not found: {unknown}")
+    if unknown is not None and not D.images_in(Path(unknown)):
+        raise ClassifyError(f"no images found under --unknown {unknown}")
     predictor = classify.load(run_dir)
     split = resolve_split(data)
     classes = predictor.classes
