@@ -16,6 +16,7 @@ from PIL import Image
 
 import classify
 from classify import ClassifyError, images
+from classify import bundle as bundle_format
 from classify.explain import Explainer
 
 TOP_K = 5
@@ -29,14 +30,7 @@ TRAIN_HINT = "python -m classify train --data DATA --out runs/food"
 
 # --- the bundle and the facts file ------------------------------------------------------------------------------
 
-def find_latest_run(runs_dir: str | Path = "runs") -> Path | None:
-    """The newest folder under `runs_dir` holding a complete bundle (config.json + model.safetensors), or None."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return None
-    bundles = [weights.parent for weights in runs_dir.rglob("model.safetensors")
-               if (weights.parent / "config.json").is_file()]
-    return max(bundles, key=lambda run: (run / "model.safetensors").stat().st_mtime, default=None)
+find_latest_run = bundle_format.find_latest  # the newest complete bundle under a folder, or None
 
 
 def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
@@ -75,23 +69,46 @@ def display_name(name: str) -> str:
     return name.replace("_", " ")
 
 
-def model_card(predictor) -> str:
-    config, metrics = predictor.config, predictor.metrics
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion: sound at n of a few dozen, where p +- 2 SE is not."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre, spread = p + z * z / (2 * n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    return max(0.0, (centre - spread) / (1 + z * z / n)), min(1.0, (centre + spread) / (1 + z * z / n))
 
+
+def score_rows(figures: dict, honest: bool) -> list[tuple[str, str]]:
+    """Accuracy (with its interval when the split is held out), top-5 and average position of one evaluation."""
     def percent(name):
-        value = metrics.get(name)
+        value = figures.get(name)
         return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "n/a"
 
-    position = metrics.get("average_position")
+    n, accuracy = figures.get("n"), figures.get("accuracy")
+    if honest and isinstance(n, int) and isinstance(accuracy, (int, float)):
+        low, high = wilson_interval(accuracy * n, n)
+        where = Path(str(figures.get("split", "held-out split"))).name
+        measured = f"{percent('accuracy')} on {where} (held out), 95% interval {100 * low:.1f}-{100 * high:.1f}%, n={n}"
+    else:
+        measured = f"{percent('accuracy')} on the valid split (used to pick the epoch), n={n if n else '?'}"
+    position = figures.get("average_position")
+    return [("Accuracy", measured), ("Top-5 accuracy", percent("top5")),
+            ("Average position of the true class", f"{position:.2f}" if isinstance(position, (int, float)) else "n/a")]
+
+
+def model_card(predictor) -> str:
+    """The card: held-out figures from `evaluate --out` on a split the model never saw when there are some, else
+    the valid split's, labelled as the split that picked the epoch."""
+    bundle = predictor.bundle
+    honest = bool(predictor.held_out)
     rows = [
-        ("Backbone", f"`{config.get('architecture', '?')}`, {config.get('image_size', '?')} px, "
-                     + STRATEGIES.get(config.get("strategy"), str(config.get("strategy")))),
+        ("Backbone", f"`{bundle.architecture}`, {bundle.image_size} px, "
+                     + STRATEGIES.get(bundle.strategy, str(bundle.strategy))),
         ("Classes", f"{len(predictor.classes)}: " + ", ".join(map(display_name, predictor.classes))),
-        ("Accuracy", percent("accuracy")),
-        ("Top-5 accuracy", percent("top5")),
-        ("Average position of the true class", f"{position:.2f}" if isinstance(position, (int, float)) else "n/a"),
-        ("Evaluated on", f"{metrics['n']} {metrics.get('split', '')} images" if "n" in metrics else "n/a"),
-        ("Trained", str(config.get("created", "?"))[:19].replace("T", " ")),
+        *score_rows(predictor.held_out if honest else predictor.metrics, honest),
+        ("Calibrated", f"temperature {bundle.temperature:g} fitted on the valid split" if bundle.calibrated
+         else "no (made before calibration)"),
+        ("Trained", str(bundle.created or "?")[:19].replace("T", " ")),
     ]
     return "### Model card\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows)
 
@@ -141,11 +158,12 @@ def open_upload(payload) -> Image.Image:
         raise user_error(f"'{name}': {error}.") from None
 
 
-def top_k(predictor, image: Image.Image, k: int = TOP_K) -> list[tuple[str, float]]:
+def top_k(predictor, image: Image.Image, k: int = TOP_K):
+    """The image's classify.predict.Prediction: calibrated top-k and whether it is on the menu."""
     # The predictor shrinks the shorter side to its input size before anything else (JPEGs are even decoded at
     # reduced scale), so a 48 MP photo costs little more than a thumbnail.
     try:
-        return predictor.predict(image, k=k)
+        return predictor.prediction(image, k=k)
     except ClassifyError as error:
         raise user_error(f"This image could not be read: {error}") from None
 
@@ -155,6 +173,20 @@ def explain(explainer, image: Image.Image):
         return explainer.explain(image, k=TOP_K)
     except ClassifyError as error:
         raise user_error(f"This image could not be read: {error}") from None
+
+
+CLOSE = 0.15  # top two probabilities closer than this: the demo asks "A or B?" instead of naming one
+
+
+def verdict_markdown(prediction, n_dishes: int) -> str:
+    """Off the menu: say so, with the closest guesses; two close guesses: ask; otherwise nothing (the label says)."""
+    (first, p1), (second, p2) = prediction.top[0], prediction.top[1] if len(prediction.top) > 1 else (None, 0.0)
+    if not prediction.on_menu:
+        guesses = ", ".join(f"{display_name(name)} {100 * p:.0f}%" for name, p in prediction.top[:3])
+        return f"### This doesn't look like any of my {n_dishes} dishes\nClosest guesses: {guesses}"
+    if second is not None and p1 - p2 < CLOSE:
+        return f"### {display_name(first)} or {display_name(second)}?"
+    return ""
 
 
 # --- the app ----------------------------------------------------------------------------------------------------
@@ -173,27 +205,37 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
         explainer = None
 
     def classify_image(payload, show_heat_map=True):
-        """UI: label, facts of the top class, latency line, heat map (hidden when toggled off)."""
+        """UI: the label (hidden off the menu), the verdict, facts of the top class, latency line, heat map (hidden
+        when toggled off)."""
         if payload is None:
-            return None, "", "", gr.Image(value=None, visible=False)
+            return {label: gr.update(value=None, visible=True), verdict: "", facts_box: "", latency: "",
+                    heat_map: gr.update(value=None, visible=False)}
         image = open_upload(payload)
         width, height = image.size  # before predicting: JPEG draft mode shrinks the image in place
         start = time.perf_counter()
+        prediction = top_k(predictor, image)
         explanation = explain(explainer, image) if show_heat_map and explainer else None
-        predictions = explanation.predictions if explanation else top_k(predictor, image)
         latency_ms = 1000 * (time.perf_counter() - start)
-        top_class = predictions[0][0]
-        latency = (f"Predicted in **{latency_ms:.0f} ms** on {predictor.device.type.upper()} "
-                   f"({width}x{height} px photo, scaled to {predictor.image_size} px"
-                   f"{', heat map included' if explanation else ''})")
-        heat_map = gr.Image(value=explanation.overlay() if explanation else None, visible=explanation is not None)
-        return ({display_name(name): p for name, p in predictions}, facts_markdown(facts, top_class), latency,
-                heat_map)
+        return {label: gr.update(value={display_name(name): p for name, p in prediction.top},
+                                 visible=prediction.on_menu),
+                verdict: verdict_markdown(prediction, len(predictor.classes)),
+                facts_box: facts_markdown(facts, prediction.top[0][0]) if prediction.on_menu else "",
+                latency: f"Predicted in **{latency_ms:.0f} ms** on {predictor.device.type.upper()} "
+                         f"({width}x{height} px photo, scaled to {predictor.image_size} px"
+                         f"{', heat map included' if explanation else ''})",
+                heat_map: gr.update(value=explanation.overlay() if explanation else None,
+                                    visible=explanation is not None)}
 
     def predict(image: FileData) -> list[dict]:
-        """The top-5 classes of an image, most likely first: [{"label": class, "probability": p}, ...]."""
-        predictions = top_k(predictor, open_upload(image))
-        return [{"label": name, "probability": round(probability, 6)} for name, probability in predictions]
+        """The top-5 classes of an image, most likely first: [{"label": class, "probability": p, "on_menu": bool,
+        "menu_score": s}, ...]; every row carries the image's on_menu and menu_score (the list stays a list)."""
+        result = top_k(predictor, open_upload(image)).to_json()
+        return [row | {"on_menu": result["on_menu"], "menu_score": result["menu_score"]}
+                for row in result["predictions"]]
+
+    def classify_photo(image: FileData) -> dict:
+        """{"predictions": [{"label", "probability"}, ...], "on_menu": bool, "menu_score": s}, as predict --json."""
+        return top_k(predictor, open_upload(image)).to_json()
 
     title = f"platekit: what's on the plate? ({len(predictor.classes)} dishes)"
     with gr.Blocks(title=title) as demo:
@@ -207,6 +249,7 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                     gr.Examples(examples, inputs=image, label="Examples from the training bundle",
                                 examples_per_page=2 * EXAMPLES_PER_CLASS * 4)
             with gr.Column():
+                verdict = gr.Markdown(elem_id="verdict")
                 label = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="prediction")
                 show_heat_map = gr.Checkbox(True, label="Show where the model looked (heat map)", elem_id="heat-toggle",
                                             visible=explainer is not None)
@@ -217,9 +260,10 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
         for trigger in (image.change, show_heat_map.change):
-            trigger(classify_image, [image, show_heat_map], [label, facts_box, latency, heat_map], preprocess=False,
-                    api_visibility="private")
+            trigger(classify_image, [image, show_heat_map], [label, verdict, facts_box, latency, heat_map],
+                    preprocess=False, api_visibility="private")
         gr.api(predict, api_name="predict")
+        gr.api(classify_photo, api_name="classify")
     return demo
 
 

@@ -40,6 +40,7 @@ HELP = {
     "device": "auto | cpu | cuda",
     "resume": "carry on an interrupted run in --out",
     "mlflow": "also log to MLflow (optional tracking URI; needs platekit[mlflow])",
+    "keep": "share of valid photos the on-menu threshold keeps on the menu (0-1]",
 }
 
 
@@ -75,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="ImageFolder split, or a root (its test/, else valid/)")
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--out", help="folder for confusion_matrix.png/.csv, per_class.csv (default: none)")
+    evaluate.add_argument("--out", help="folder for confusion_matrix.png/.csv, per_class.csv, reliability.png "
+                                        "(default: none); on a held-out split also the bundle's held_out.json")
+    evaluate.add_argument("--unknown", metavar="DIR", help="photos that are none of the classes (any depth): how "
+                                                           "many the on-menu score rejects")
 
     predict = commands.add_parser("predict", help="top-k classes for images")
     predict.add_argument("--model", required=True, help="run folder (model bundle)")
@@ -148,7 +152,8 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from classify.evaluate import evaluate
 
-    metrics = evaluate(args.model, args.data, tta=args.tta, progress=not args.json, out=args.out)
+    metrics = evaluate(args.model, args.data, tta=args.tta, progress=not args.json, out=args.out,
+                       unknown=args.unknown)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"} |
                          {"confusion_matrix": metrics["confusion_matrix"]}))
@@ -167,6 +172,16 @@ def _evaluate(args) -> int:
         print(f"skipped {line}", file=sys.stderr)
     print(f"accuracy {metrics['accuracy']:.4f}  top-5 {metrics['top5']:.4f}  average position "
           f"{metrics['average_position']:.4f}  macro F1 {metrics['macro_f1']:.4f}  (n={metrics['n']})")
+    print(f"calibration: ECE {metrics['ece']:.4f}  NLL {metrics['nll']:.4f}  (temperature {metrics['temperature']:g}; "
+          f"uncalibrated ECE {metrics['ece_uncalibrated']:.4f})")
+    if "on_menu_kept" in metrics:
+        unknown = metrics.get("unknown")
+        print(f"on the menu: {metrics['on_menu_kept']:.1%} of these photos kept" + (
+            f"; unknown photos: {unknown['rejected']:.1%} of {unknown['n']} rejected, AUROC {unknown['auroc']:.4f}"
+            if unknown else ""))
+    if args.out:
+        print("held-out figures written to the bundle's held_out.json (shown on the demo's card)" if metrics["held_out"]
+              else "not written to the bundle: this split is one the model trained or picked its epoch on")
     return 0
 
 
@@ -191,20 +206,19 @@ def _predict(args) -> int:
     failed = 0
     for index, path in enumerate(paths):
         try:
-            if not args.explain:
-                top = predictor.predict(path, k=args.top_k)
-            else:
-                explanation = explainer.explain(path, k=args.top_k)
-                top = explanation.predictions
-                save_overlay(explanation.overlay(), targets[index])
+            prediction = predictor.prediction(path, k=args.top_k)
+            if args.explain:
+                save_overlay(explainer.explain(path, k=args.top_k).overlay(), targets[index])
         except ClassifyError as error:
             print(f"error: {path}: {error}", file=sys.stderr)
             failed += 1
             continue
         if args.json:
-            print(json.dumps({"image": path, "predictions": [{"label": c, "probability": round(p, 6)} for c, p in top]}))
+            print(json.dumps({"image": path, **prediction.to_json()}))
         else:
-            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+            guesses = ", ".join(f"{c} {p:.2f}" for c, p in prediction.top[:2])
+            print(f"{path}: " + (", ".join(f"{c} {p:.3f}" for c, p in prediction.top) if prediction.on_menu
+                                 else f"not on the menu (closest: {guesses})"))
     return 1 if failed else 0
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from classify import ClassifyError
 from classify import data as D
-from classify import report
+from classify import menu, report
 
 
 def metrics_from_probabilities(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict:
@@ -88,31 +88,116 @@ def resolve_split(data: str | Path) -> Path:
     return data
 
 
-def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress: bool = False,
-             out: str | Path | None = None) -> dict:
-    """Score a bundle on a split; classes are matched by folder name. Writes reports to `out` when given."""
-    import classify
+def calibration_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
+    """ECE (15 equal-width bins) and NLL with the fitted temperature, and without it (temperature 1)."""
+    from classify import calibration as C
 
+    calibrated, raw = C.softmax(logits, temperature), C.softmax(logits, 1.0)
+    return {"ece": round(C.expected_calibration_error(calibrated, labels), 4),
+            "nll": round(C.negative_log_likelihood(calibrated, labels), 4),
+            "ece_uncalibrated": round(C.expected_calibration_error(raw, labels), 4),
+            "nll_uncalibrated": round(C.negative_log_likelihood(raw, labels), 4), "temperature": temperature}
+
+
+def is_held_out(split: Path, bundle) -> bool:
+    """True when `split` is none of the folders the model trained or picked its epoch on, nor inside or above one.
+    A bundle that does not record them (made before) names its data folder: its train/ and valid/ are used."""
+    folders = list(bundle.splits.values())
+    data = bundle.settings.get("data")
+    if not folders and data:
+        root = Path(data).resolve()
+        folders = [root / "train", root / "valid"] if (root / "train").is_dir() else [root]
+    if not folders:
+        return False
+    split = split.resolve()
+    for folder in map(Path, folders):
+        if split == folder or folder in split.parents or split in folder.parents:
+            return False
+    return True
+
+
+def _score_unknown(predictor, unknown: str | Path, progress: bool) -> tuple[np.ndarray, list]:
+    paths = D.images_in(Path(unknown))
+    cache = D.load_cache([D.Sample(p, 0) for p in paths], predictor.cache_size, progress=progress, desc="unknown")
+    if len(cache.images) == 0:
+        raise ClassifyError(f"no readable images under --unknown {unknown}")
+    features, _ = predictor.features_and_logits(cache.images, progress=progress)
+    return predictor.menu_scores(features), [f"{path}: {reason}" for path, reason in cache.skipped]
+
+
+def _menu_metrics(predictor, scores, unknown, progress) -> dict:
+    """on_menu_kept on the labelled photos, and with `unknown` its photos' AUROC and share rejected."""
+    if scores is None:
+        if unknown is not None:
+            raise ClassifyError(f"{predictor.run_dir} has no on-menu statistics (made before they existed); "
+                                "retrain it to use --unknown")
+        return {}
+    result = {"on_menu_kept": round(float(predictor.on_menu(scores, len(scores)).mean()), 4)}
+    if unknown is not None:
+        unknown_scores, skipped = _score_unknown(predictor, unknown, progress)
+        kept = predictor.on_menu(unknown_scores, len(unknown_scores))
+        result["unknown"] = {"n": len(unknown_scores), "folder": str(unknown),
+                             "auroc": round(menu.auroc(scores, unknown_scores), 4),
+                             "rejected": round(1 - float(kept.mean()), 4), "skipped": skipped}
+    return result
+
+
+def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress: bool = False,
+             out: str | Path | None = None, unknown: str | Path | None = None) -> dict:
+    """Score a bundle on a split; classes are matched by folder name. Writes reports to `out` when given, and on a
+    held-out split (one the model neither trained nor picked its epoch on) its headline figures into the bundle."""
+    import classify
+    from classify import calibration
+
+    if unknown is not None and not Path(unknown).is_dir():  # before the evaluation pass, not after it
+        raise ClassifyError(f"--unknown folder not found: {unknown}")
+    if unknown is not None and not D.images_in(Path(unknown)):
+        raise ClassifyError(f"no images found under --unknown {unknown}")
     predictor = classify.load(run_dir)
     split = resolve_split(data)
     classes = predictor.classes
     folders = sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [name for name in folders if name not in classes]
-    if unknown:
-        raise ClassifyError(f"{split} has classes the model does not know: {', '.join(unknown[:5])}")
+    unknown_classes = [name for name in folders if name not in classes]
+    if unknown_classes:
+        raise ClassifyError(f"{split} has classes the model does not know: {', '.join(unknown_classes[:5])}")
     samples = [D.Sample(path, classes.index(name)) for name in folders for path in D.images_in(split / name)]
     if not samples:
         raise ClassifyError(f"no images found under {split}")
     cache = D.load_cache(samples, predictor.cache_size, progress=progress, desc="decode")
-    probabilities = predictor.probabilities_from_cache(cache.images, tta=tta, progress=progress)
-    metrics = metrics_from_probabilities(probabilities, cache.labels.numpy(), classes)
+    features, logits = predictor.features_and_logits(cache.images, tta=tta, progress=progress)
+    labels = cache.labels.numpy()
+    probabilities = predictor.probabilities_from_logits(logits)
+    metrics = metrics_from_probabilities(probabilities, labels, classes)
+    metrics.update(calibration_metrics(logits, labels, predictor.temperature))
+    metrics.update(_menu_metrics(predictor, predictor.menu_scores(features), unknown, progress))
     metrics["skipped"] = [f"{path}: {reason}" for path, reason in cache.skipped]
     metrics["split"] = str(split)
     metrics["tta"] = tta
+    metrics["held_out"] = is_held_out(split, predictor.bundle)
     if out is not None:
         write_reports(Path(out), metrics, classes)
         errors = report.misclassified(probabilities, cache.labels.numpy(), cache.paths, classes)
         seen = [D.center_crop(cache.images[e.index], predictor.image_size).permute(1, 2, 0).numpy() for e in errors]
         report.write_errors(Path(out), errors, seen, metrics["n"], metrics["split"])
+        calibration.plot_reliability(Path(out) / "reliability.png", probabilities, labels)
         (Path(out) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+        if metrics["held_out"]:
+            write_held_out(predictor.run_dir, metrics)
     return metrics
+
+
+HELD_OUT_KEYS = ("split", "n", "accuracy", "top5", "average_position", "macro_f1", "ece", "tta")
+
+
+def write_held_out(run_dir: Path, metrics: dict) -> Path:
+    """The held-out split's headline figures, in the bundle, for the demo's card (replaced by the next such run)."""
+    import time
+
+    from classify import bundle as bundle_format
+
+    path = Path(run_dir) / bundle_format.HELD_OUT_FILE
+    values = {key: metrics[key] for key in HELD_OUT_KEYS} | {"evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(values, indent=2))
+    tmp.replace(path)
+    return path

@@ -1,30 +1,32 @@
-"""Prediction: load a model bundle once and score images with it."""
+"""Prediction: load a model bundle once and score images with it: calibrated top-k, and whether it is on the menu."""
 from __future__ import annotations
 
-import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from classify import ClassifyError
+from classify import bundle as bundle_format
 from classify import data as D
-from classify import models
+from classify import menu, models
 
-REQUIRED = ("config.json", "model.safetensors")
+log = logging.getLogger("classify")
 
 
-def read_config(run_dir: str | Path) -> dict:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ClassifyError(f"model folder not found: {run_dir}")
-    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
-    if missing:
-        raise ClassifyError(f"{run_dir} is not a complete model bundle: missing {', '.join(missing)}")
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise ClassifyError(f"{run_dir / 'config.json'} is not valid JSON: {error}") from None
+@dataclass(frozen=True)
+class Prediction:
+    """One image's top-k (class, calibrated probability), and whether it looks like one of the menu's dishes."""
+    top: list
+    on_menu: bool
+    menu_score: float | None  # None: the bundle has no on-menu statistics (made before they existed)
+
+    def to_json(self) -> dict:
+        return {"predictions": [{"label": name, "probability": round(p, 6)} for name, p in self.top],
+                "on_menu": self.on_menu,
+                "menu_score": None if self.menu_score is None else round(self.menu_score, 4)}
 
 
 class Predictor:
@@ -35,17 +37,14 @@ class Predictor:
         from safetensors.torch import load_file
 
         self.run_dir = Path(run_dir)
-        self.config = read_config(self.run_dir)
-        try:
-            self.classes = list(self.config["classes"])
-            self.image_size = int(self.config["image_size"])
-            self.cache_size = int(self.config["cache_size"])
-            self.mean, self.std = tuple(self.config["mean"]), tuple(self.config["std"])
-            architecture = self.config["architecture"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise ClassifyError(f"{self.run_dir / 'config.json'} lacks a valid field: {error}") from None
-        self.model, _, _ = models.create(architecture, len(self.classes), head=self.config.get("head", "linear"),
-                                         pretrained=False, hf_config=self.config.get("hf_config"))
+        self.bundle = bundle_format.read(self.run_dir)
+        self.config = self.bundle.to_json()
+        self.classes = list(self.bundle.classes)
+        self.image_size, self.cache_size = self.bundle.image_size, self.bundle.cache_size
+        self.mean, self.std = self.bundle.mean, self.bundle.std
+        self.temperature = self.bundle.temperature
+        self.model, _, _ = models.create(self.bundle.architecture, len(self.classes), head=self.bundle.head,
+                                         pretrained=False, hf_config=self.bundle.hf_config)
         try:
             state = load_file(str(self.run_dir / "model.safetensors"))
             self.model.load_state_dict(state)
@@ -54,40 +53,81 @@ class Predictor:
                                 f"{str(error).splitlines()[0][:160]}") from None
         self.device = torch.device(device)
         self.model = self.model.to(self.device).eval().to(memory_format=torch.channels_last)
-        metrics_path = self.run_dir / "metrics.json"
-        self.metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
+        self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
+        self.menu_bank = None
+        if self.bundle.menu_method is not None and (self.run_dir / bundle_format.MENU_FILE).is_file():
+            self.menu_bank = menu.load(self.run_dir / bundle_format.MENU_FILE).to(self.device)
+        if not self.bundle.calibrated:
+            log.warning("%s was made before calibration: probabilities use temperature 1", self.run_dir)
+        if self.menu_bank is None:
+            log.warning("%s has no on-menu statistics: every photo counts as on the menu", self.run_dir)
 
     def preprocess(self, image) -> torch.Tensor:
         """Path, file object or PIL image → 3 x S x S uint8 (shorter side resized, centred)."""
         return torch.from_numpy(D.decode(image, self.cache_size).copy()).permute(2, 0, 1)
 
-    def probabilities_from_cache(self, images_uint8: torch.Tensor, tta: bool = False, batch_size: int = 64,
-                                 progress: bool = False) -> np.ndarray:
-        """N x C probabilities for decoded uint8 images (N x 3 x cache_size x cache_size)."""
+    def features_and_logits(self, images_uint8: torch.Tensor, tta: bool = False, batch_size: int = 64,
+                            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled backbone features (N x D) and logits (N x C, averaged with the mirrored image's with `tta`) of
+        decoded uint8 images (N x 3 x cache_size x cache_size): one backbone pass per image (two with `tta`)."""
         from tqdm.auto import tqdm
 
-        outputs = []
+        features, logits = [], []
         with torch.inference_mode():
             for start in tqdm(range(0, len(images_uint8), batch_size), desc="predict", disable=not progress,
                               leave=False):
                 pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
                 x = D.normalize(pixels, self.mean, self.std)
-                probabilities = self.model(x).float().softmax(-1)
+                pooled = self.model.backbone(x).float()
+                scores = self.model.head(pooled).float()
                 if tta:  # horizontal flip: food has no handedness
-                    probabilities = (probabilities + self.model(x.flip(-1)).float().softmax(-1)) / 2
-                outputs.append(probabilities.cpu())
-        if not outputs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return torch.cat(outputs).numpy()
+                    scores = (scores + self.model(x.flip(-1)).float()) / 2
+                features.append(pooled.cpu())
+                logits.append(scores.cpu())
+        if not logits:
+            return np.zeros((0, self.model.num_features), np.float32), np.zeros((0, len(self.classes)), np.float32)
+        return torch.cat(features).numpy(), torch.cat(logits).numpy()
+
+    def probabilities_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        from classify.calibration import softmax
+        return softmax(logits, self.temperature)
+
+    def menu_scores(self, features: np.ndarray) -> np.ndarray | None:
+        """On-menu score per row of pooled features (higher: more like the menu), or None without statistics."""
+        if self.menu_bank is None:
+            return None
+        return menu.scores(self.menu_bank, torch.as_tensor(features).to(self.device), k=self.bundle.menu_k)
+
+    def on_menu(self, scores: np.ndarray | None, n: int) -> np.ndarray:
+        if scores is None:
+            return np.ones(n, dtype=bool)
+        return scores >= self.bundle.menu_threshold
+
+    def probabilities_from_cache(self, images_uint8: torch.Tensor, tta: bool = False, batch_size: int = 64,
+                                 progress: bool = False) -> np.ndarray:
+        """N x C calibrated probabilities for decoded uint8 images (N x 3 x cache_size x cache_size)."""
+        _, logits = self.features_and_logits(images_uint8, tta=tta, batch_size=batch_size, progress=progress)
+        return self.probabilities_from_logits(logits)
+
+    def predictions(self, images, k: int = 5) -> list[Prediction]:
+        """One Prediction per image (path, file object or PIL image), in one batch."""
+        batch = torch.stack([self.preprocess(image) for image in images])
+        features, logits = self.features_and_logits(batch)
+        probabilities = self.probabilities_from_logits(logits)
+        scores = self.menu_scores(features)
+        on_menu = self.on_menu(scores, len(batch))
+        k = max(1, min(k, len(self.classes)))
+        return [Prediction([(self.classes[i], float(row[i])) for i in np.argsort(-row)[:k]], bool(on_menu[n]),
+                           None if scores is None else float(scores[n]))
+                for n, row in enumerate(probabilities)]
+
+    def prediction(self, image, k: int = 5) -> Prediction:
+        return self.predictions([image], k=k)[0]
 
     def predict(self, image, k: int = 5) -> list[tuple[str, float]]:
         """Top-k (class, probability) pairs for one image, most likely first."""
-        probabilities = self.probabilities_from_cache(self.preprocess(image).unsqueeze(0))[0]
-        order = np.argsort(-probabilities)[: max(1, min(k, len(self.classes)))]
-        return [(self.classes[i], float(probabilities[i])) for i in order]
+        return self.prediction(image, k=k).top
 
     def predict_many(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
-        batch = torch.stack([self.preprocess(image) for image in images])
-        probabilities = self.probabilities_from_cache(batch)
-        k = max(1, min(k, len(self.classes)))
-        return [[(self.classes[i], float(row[i])) for i in np.argsort(-row)[:k]] for row in probabilities]
+        return [prediction.top for prediction in self.predictions(images, k=k)]

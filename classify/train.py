@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from classify import ClassifyError, __version__
+from classify import bundle as bundle_format
 from classify import data as D
-from classify import features, models, report
+from classify import features, menu, models, report
 
 STRATEGIES = ("auto", "all", "partial", "none")
 SCHEDULES = ("cosine", "onecycle", "plateau")
-BUNDLE_FILES = ("config.json", "model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class RunConfig:
     resume: bool = False
     examples_per_class: int = 3
     mlflow: str | None = None            # tracking URI ("" for the default ./mlruns)
+    keep: float = menu.KEEP              # share of valid photos the on-menu threshold keeps on the menu
 
     def check(self) -> None:
         if self.freeze not in STRATEGIES:
@@ -63,6 +64,8 @@ class RunConfig:
             raise ClassifyError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
         if not 0 <= self.aug <= 1:
             raise ClassifyError(f"--aug must be between 0 and 1, not {self.aug}")
+        if not 0 < self.keep <= 1:
+            raise ClassifyError(f"--keep must be above 0 and at most 1, not {self.keep}")
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0 or self.backbone_lr_scale < 0:
             raise ClassifyError("--batch-size must be >= 1, --epochs >= 0, --lr > 0 and --backbone-lr-scale >= 0")
 
@@ -146,7 +149,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from classify.evaluate import metrics_from_probabilities, write_reports
+    from classify import calibration
+    from classify.evaluate import calibration_metrics, metrics_from_probabilities, write_reports
 
     config.check()
     started = time.time()
@@ -305,8 +309,9 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         log(f"resuming after epoch {start_epoch}")
 
     def forward_valid():
+        """Valid logits, N x C float32 on the CPU."""
         trainable.eval()
-        probabilities = []
+        logits = []
         with torch.inference_mode():
             for start in range(0, len(valid_cache.labels), 128):
                 if frozen is not None:
@@ -315,8 +320,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
                     x = D.normalize(D.center_crop(valid_cache.images[start:start + 128], image_size).to(device),
                                     spec.mean, spec.std)
                 with accelerator.autocast():
-                    probabilities.append(trainable(x).float().softmax(-1).cpu())
-        return torch.cat(probabilities)
+                    logits.append(trainable(x).float().cpu())
+        return torch.cat(logits)
 
     # Each process takes its own shard of every epoch's permutation (accelerate launch on several GPUs).
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -355,7 +360,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.time() - tick):.0f}")
         train_seconds = time.time() - tick
-        probabilities = forward_valid()
+        probabilities = forward_valid().softmax(-1)
         valid_loss = nn.functional.nll_loss(probabilities.clamp_min(1e-8).log(), valid_cache.labels).item()
         valid_accuracy = (probabilities.argmax(-1) == valid_cache.labels).float().mean().item()
         if config.schedule == "plateau":
@@ -378,8 +383,24 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    probabilities = forward_valid()
-    metrics = metrics_from_probabilities(probabilities.numpy(), valid_cache.labels.numpy(), layout.classes)
+    valid_logits = forward_valid().numpy()
+    valid_labels = valid_cache.labels.numpy()
+    temperature = calibration.fit_temperature(valid_logits, valid_labels)
+    probabilities = calibration.softmax(valid_logits, temperature)
+    metrics = metrics_from_probabilities(probabilities, valid_labels, layout.classes)
+    metrics.update(calibration_metrics(valid_logits, valid_labels, temperature))
+    if strategy == "all":  # the cached centre views are the pooled features
+        train_features, valid_features = train_inputs[0].float(), valid_inputs.float()
+    else:
+        train_features = pooled_features(model.backbone, train_cache, image_size, spec, device, accelerator)
+        valid_features = pooled_features(model.backbone, valid_cache, image_size, spec, device, accelerator)
+    # The threshold is picked on valid against the training photos alone (each valid photo is new to them, as a
+    # user's is); the bank then holds the valid photos too: more of each dish to be near, so at least `keep` of new
+    # in-menu photos stay on the menu (measured in bench/ood.py on food-dev-extra).
+    menu_threshold = menu.pick_threshold(menu.scores(menu.normalized(train_features), valid_features), config.keep)
+    bank = menu.normalized(torch.cat([train_features, valid_features]))
+    log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
+        f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of valid")
     wall = time.time() - started
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
                     "train_seconds": round(wall, 1), "strategy": strategy})
@@ -391,8 +412,11 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         "views": views, "split_at_block": split_at,
         "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "device": str(device), **extra,
+        "temperature": temperature, "calibrated": True, "menu_method": menu.METHOD, "menu_threshold": menu_threshold,
+        "menu_k": menu.DEFAULT_K, "splits": _split_folders(layout), "format_version": bundle_format.FORMAT_VERSION,
     }
     if accelerator.is_main_process:
+        menu.save(out / bundle_format.MENU_FILE, bank)
         write_bundle(out, model, config, resolved, metrics, history)
         write_reports(out, metrics, layout.classes)
         _write_examples(out, layout, config.examples_per_class)
@@ -450,7 +474,7 @@ def write_bundle(out: Path, model: nn.Module, config: RunConfig, resolved: dict,
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({**asdict(config), **resolved}, indent=2))
+    bundle_format.write(out, bundle_format.from_json({**asdict(config), **resolved}))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if history:
         with open(out / "history.csv", "w", newline="") as f:
@@ -459,6 +483,28 @@ def write_bundle(out: Path, model: nn.Module, config: RunConfig, resolved: dict,
             writer.writerows(history)
         run = f"run {out.name}: {resolved['architecture']}, {resolved['strategy']}"
         report.save_figure(report.curves_figure(history, run, metrics.get("best_epoch")), out / "curves.png")
+
+
+def pooled_features(backbone: nn.Module, cache: D.ImageCache, image_size: int, spec, device, accelerator,
+                    batch_size: int = 64) -> torch.Tensor:
+    """The backbone's pooled features of each cached image's centre crop (N x D float32, CPU)."""
+    outputs = []
+    backbone.eval()
+    with torch.inference_mode():
+        for start in range(0, len(cache.images), batch_size):
+            pixels = D.center_crop(cache.images[start:start + batch_size], image_size).to(device)
+            with accelerator.autocast():
+                outputs.append(backbone(D.normalize(pixels, spec.mean, spec.std)).float().cpu())
+    return torch.cat(outputs)
+
+
+def _split_folders(layout: D.DataLayout) -> dict:
+    """The folders training read its train and valid photos from: evaluation on them is not held out."""
+    root = layout.root.resolve()
+    if layout.split_made:
+        return {"train": str(root), "valid": str(root)}
+    return {name: str(root / name) for name in ("train", "valid")}
+
 
 
 def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:

@@ -112,3 +112,17 @@ def fill_disk(point: Path, leave_kib: int) -> None:
     stat = os.statvfs(point)
     free = stat.f_bavail * stat.f_frsize
     (point / "filler").write_bytes(b"\0" * max(0, free - leave_kib * 1024))
+
+
+def make_nonfood(path: Path, seed: int = 0, size=(160, 120)) -> Path:
+    """Not a dish: black text lines and a grid on white paper, nothing like the colour-blob classes above."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    for x in range(0, size[0], 16 + seed % 5):
+        draw.line((x, 0, x, size[1]), fill=(180, 180, 180))
+    for row in range(4, size[1] - 10, 12):
+        draw.text((4, row), "".join(rng.choice("abcdefghij 0123456789") for _ in range(24)), fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

@@ -85,6 +85,7 @@ def test_export_agrees_with_pytorch(trained_bundle, tmp_path, fmt):
     assert report.n_images == 9 and report.max_abs_difference < 1e-4
     sidecar = json.loads((tmp_path / f"model.{fmt}.json").read_text())
     assert sidecar["classes"] == classify.load(trained_bundle).classes
+    assert sidecar["temperature"] == classify.load(trained_bundle).temperature != 1.0  # the fitted one
     if fmt == "onnx":  # the file stands alone: run it with onnxruntime and compare with the Python API
         import numpy as np
         import torch

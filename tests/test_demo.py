@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import demo
-from conftest import COLOURS, ROOT
+from conftest import COLOURS, ROOT, make_nonfood
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -119,6 +119,21 @@ def test_api_returns_top_k_as_json(client, trained_bundle, predictor):
         probabilities = [row["probability"] for row in result]
         assert probabilities == sorted(probabilities, reverse=True)
         assert abs(sum(probabilities) - 1) < 1e-3 and probabilities[0] > 0.5
+
+
+def test_api_says_whether_a_photo_is_on_the_menu(client, trained_bundle, predictor, tmp_path):
+    from gradio_client import handle_file
+
+    soup = example(trained_bundle, "red_soup")
+    rows = client.predict(handle_file(str(soup)), api_name="/predict")
+    assert all(row["on_menu"] is True for row in rows) and rows[0]["menu_score"] == pytest.approx(
+        predictor.prediction(soup).menu_score, abs=1e-3)
+    paper = make_nonfood(tmp_path / "invoice.png", seed=3)
+    rows = client.predict(handle_file(str(paper)), api_name="/predict")
+    assert [row["on_menu"] for row in rows] == [False] * 3 and {"label", "probability"} <= set(rows[0])
+    result = client.predict(handle_file(str(paper)), api_name="/classify")
+    assert result["on_menu"] is False and result["menu_score"] < predictor.bundle.menu_threshold
+    assert [row["label"] for row in result["predictions"]] == [row["label"] for row in rows]
 
 
 def test_api_downscales_a_huge_photo_and_refuses_an_enormous_one(client, trained_bundle, tmp_path):
@@ -230,6 +245,38 @@ def test_ui_non_image_upload_shows_a_message(page, tmp_path):
     upload(page, fake)
     page.get_by_text("is not an image this demo can read").first.wait_for(timeout=30_000)
     assert "Traceback" not in page.content()
+
+
+def test_ui_non_food_photo_is_not_one_of_the_dishes(page, trained_bundle, tmp_path):
+    upload(page, make_nonfood(tmp_path / "receipt.png", seed=5))
+    verdict = wait_for_text(page, "#verdict", "doesn't look like any of my 3 dishes")
+    assert "Closest guesses:" in verdict and "%" in verdict
+    page.wait_for_function("() => { const e = document.querySelector('#prediction'); return !e || !e.offsetParent; }",
+                           timeout=30_000)  # no big confident label
+    upload(page, example(trained_bundle, "green_salad"))  # a dish again: the label is back, the verdict gone
+    wait_for_text(page, "#prediction", "green salad")
+    assert "my 3 dishes" not in page.locator("#verdict").inner_text()
+
+
+def test_card_shows_held_out_figures_with_an_interval_or_labels_valid(predictor, trained_bundle):
+    assert demo.wilson_interval(8, 10) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    card = demo.model_card(predictor)
+    assert "valid split (used to pick the epoch)" in card and f"n={predictor.metrics['n']}" in card
+    held = type("Held", (), {"bundle": predictor.bundle, "classes": predictor.classes, "metrics": predictor.metrics,
+                             "held_out": {"split": "/data/test", "n": 200, "accuracy": 0.8, "top5": 0.97,
+                                          "average_position": 1.4}})()
+    card = demo.model_card(held)
+    assert "80.0% on test (held out), 95% interval 73.9-85.0%, n=200" in card and "97.0%" in card
+    assert "used to pick the epoch" not in card
+
+
+def test_verdict_asks_when_the_top_two_are_close():
+    from classify.predict import Prediction
+    assert demo.verdict_markdown(Prediction([("baklava", 0.45), ("apple_pie", 0.40)], True, 0.9), 10) == \
+        "### baklava or apple pie?"
+    assert demo.verdict_markdown(Prediction([("baklava", 0.9), ("apple_pie", 0.05)], True, 0.9), 10) == ""
+    off = demo.verdict_markdown(Prediction([("baklava", 0.41), ("apple_pie", 0.22)], False, 0.2), 10)
+    assert off.startswith("### This doesn't look like any of my 10 dishes") and "baklava 41%, apple pie 22%" in off
 
 
 # --- the command line -------------------------------------------------------------------------------------------

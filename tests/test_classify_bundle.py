@@ -1,0 +1,99 @@
+"""classify.bundle: the config.json format's round trip, bundles written before it had a version, bad configs."""
+import json
+import logging
+import shutil
+
+import pytest
+
+import classify
+from badinput import assert_refused, run, tree_digest
+from classify import ClassifyError
+from classify import bundle as bundle_format
+from conftest import make_image
+
+# What config.json held before the format had a version: the RunConfig and the resolved choices, no temperature,
+# no on-menu statistics, no splits.
+OLD_ONLY = ("format_version", "temperature", "calibrated", "menu_method", "menu_threshold", "menu_k", "splits")
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    made = bundle_format.Bundle(architecture="efficientnet_lite0", classes=("a", "b"), image_size=64, cache_size=73,
+                                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), strategy="all", temperature=0.83,
+                                calibrated=True, menu_method="knn", menu_threshold=0.61,
+                                splits={"train": "/d/train", "valid": "/d/valid"}, settings={"lr": 0.01, "seed": 3})
+    bundle_format.write(tmp_path, made)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert bundle_format.read(tmp_path) == made
+    flat = json.loads((tmp_path / "config.json").read_text())
+    assert flat["lr"] == 0.01 and flat["classes"] == ["a", "b"]
+    assert flat["format_version"] == bundle_format.FORMAT_VERSION
+    assert not (tmp_path / "config.json.tmp").exists()
+
+
+def test_trained_bundle_is_the_current_format(trained_bundle, tiny_data_session):
+    bundle = bundle_format.read(trained_bundle)
+    assert bundle.format_version == bundle_format.FORMAT_VERSION and bundle.calibrated and bundle.temperature > 0
+    assert bundle.menu_method == "knn" and (trained_bundle / bundle_format.MENU_FILE).stat().st_size > 1000
+    assert bundle.splits["valid"] == str((tiny_data_session / "valid").resolve())
+    assert bundle.settings["lr"] == 1e-2 and bundle.settings["keep"] == 0.95
+
+
+def test_old_bundle_loads_with_temperature_one_and_says_so_once(trained_bundle, tmp_path, caplog):
+    old = tmp_path / "old"
+    shutil.copytree(trained_bundle, old)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in OLD_ONLY}))
+    (old / bundle_format.MENU_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="classify"):
+        predictor = classify.load(old)
+        images = sorted((old / "examples").rglob("*.jpg"))
+        predictions = predictor.predictions(images)
+    assert predictor.bundle.format_version == 1 and predictor.temperature == 1.0
+    assert [p.on_menu for p in predictions] == [True] * len(images) and predictions[0].menu_score is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # once per load, not once per image
+    assert "temperature 1" in warnings[0] and "no on-menu statistics" in warnings[1]
+    # the same weights: only the temperature differs, so the ranking is the new bundle's
+    current = classify.load(trained_bundle).predictions(images)
+    assert [p.top[0][0] for p in predictions] == [p.top[0][0] for p in current]
+
+
+def test_find_latest_skips_incomplete_bundles(tmp_path):
+    import os
+    assert bundle_format.find_latest(tmp_path / "none") is None
+    for name, stamp, complete in (("a", 1_000_000, True), ("b/c", 2_000_000, True), ("d", 3_000_000, False)):
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"")
+        os.utime(folder / "model.safetensors", (stamp, stamp))
+        if complete:
+            (folder / "config.json").write_text("{}")
+    assert bundle_format.find_latest(tmp_path) == tmp_path / "b" / "c"
+
+
+BAD_CONFIGS = {
+    "not_utf8": (b'{"classes": ["cr\xe8me br\xfbl\xe9e"]}', "not UTF-8 text"),
+    "corrupt": (b'{"architecture": "efficientnet_lite0", "classes": [', "not valid JSON"),
+    "not_object": (b'["a", "b"]', "not a JSON object"),
+    "no_classes": (b'{"architecture": "efficientnet_lite0", "image_size": 64}', "lacks a required field"),
+    "future": (None, "upgrade platekit"),
+    "bad_size": (None, "wrong kind"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_one_line_error(case, trained_bundle, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_bundle, bad)
+    content, words = BAD_CONFIGS[case]
+    if content is None:
+        config = json.loads((trained_bundle / "config.json").read_text())
+        config.update({"format_version": 99} if case == "future" else {"image_size": "large"})
+        content = json.dumps(config).encode()
+    (bad / "config.json").write_bytes(content)
+    with pytest.raises(ClassifyError, match=words.split()[-1]):
+        bundle_format.read(bad)
+    image = make_image(tmp_path / "plate.jpg", (200, 40, 30), 1)
+    before = tree_digest(tmp_path)
+    assert_refused(run("classify", "predict", "--model", bad, image), "config.json", *words.split(), code=2)
+    assert tree_digest(tmp_path) == before

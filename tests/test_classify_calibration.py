@@ -1,0 +1,51 @@
+"""classify.calibration: the temperature fit, ECE by hand, and calibration in train and evaluate."""
+import json
+
+import numpy as np
+import pytest
+
+from badinput import run
+from classify import calibration as C
+
+
+def synthetic(scale: float, n: int = 600, classes: int = 4, seed: int = 0):
+    """Logits whose softmax at temperature 1 would be calibrated, multiplied by `scale`: > 1 over-confident."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, classes))
+    probabilities = C.softmax(logits)
+    labels = np.array([rng.choice(classes, p=row / row.sum()) for row in probabilities.astype(np.float64)])
+    return logits * scale, labels
+
+
+@pytest.mark.parametrize("scale", [4.0, 0.3])
+def test_temperature_fit_lowers_ece_of_an_over_or_under_confident_model(scale):
+    logits, labels = synthetic(scale)
+    before = C.expected_calibration_error(C.softmax(logits), labels)
+    temperature = C.fit_temperature(logits, labels)
+    after = C.expected_calibration_error(C.softmax(logits, temperature), labels)
+    assert temperature == pytest.approx(scale, rel=0.25)  # it undoes the scaling
+    assert before > 0.1 and after < 0.05 and after < before / 2
+    assert C.negative_log_likelihood(C.softmax(logits, temperature), labels) < \
+        C.negative_log_likelihood(C.softmax(logits), labels)
+
+
+def test_ece_by_hand():
+    # confidences 0.9 (right), 0.9 (wrong) share a bin: |0.5 - 0.9| = 0.4; 0.6 (right): |1 - 0.6| = 0.4
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6]])
+    labels = np.array([0, 1, 1])
+    assert C.expected_calibration_error(probabilities, labels) == pytest.approx(0.4)
+    counts, confidence, accuracy = C.reliability(probabilities, labels)
+    assert counts.sum() == 3 and counts[13] == 2 and accuracy[13] == 0.5
+
+
+def test_training_fits_a_temperature_and_evaluate_reports_ece(trained_bundle, tiny_data_session, tmp_path):
+    config = json.loads((trained_bundle / "config.json").read_text())
+    metrics = json.loads((trained_bundle / "metrics.json").read_text())
+    assert config["calibrated"] is True and 0.05 <= config["temperature"] <= 20
+    assert metrics["ece"] <= metrics["ece_uncalibrated"] + 1e-9  # fitted on valid: no worse there
+    done = run("classify", "evaluate", "--model", trained_bundle, "--data", tiny_data_session / "test", "--json",
+               "--out", tmp_path / "ev")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert 0 <= result["ece"] <= 1 and result["nll"] > 0 and result["temperature"] == config["temperature"]
+    assert (tmp_path / "ev" / "reliability.png").stat().st_size > 5000

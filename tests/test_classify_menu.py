@@ -1,0 +1,91 @@
+"""classify.menu: the on-menu threshold, the score in predict and evaluate --unknown, and the held-out card file."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import classify
+from badinput import assert_refused, run, tree_digest
+from classify import menu
+from classify.evaluate import evaluate
+from classify.train import RunConfig, train
+from conftest import FAST, make_nonfood
+
+
+@pytest.mark.parametrize("n, keep, kept", [(100, 0.95, 95), (12, 0.95, 12), (12, 0.5, 6), (7, 1.0, 7), (20, 0.01, 1)])
+def test_threshold_keeps_the_requested_share(n, keep, kept):
+    scores = np.random.default_rng(n).normal(size=n)
+    threshold = menu.pick_threshold(scores, keep)
+    assert (scores >= threshold).sum() == kept
+
+
+def test_scores_are_cosine_to_the_nearest_training_photo():
+    bank = menu.normalized(np.array([[1.0, 0.0], [0.0, 2.0]]))
+    scores = menu.scores(bank, np.array([[3.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]), k=1)
+    assert scores == pytest.approx([1.0, 2 ** -0.5, 0.0], abs=1e-6)
+    assert menu.scores(bank, np.array([[1.0, 1.0]]), k=2)[0] == pytest.approx(2 ** -0.5, abs=1e-6)
+
+
+def test_trained_threshold_keeps_the_share_of_valid_asked_for(tiny_data_session, tmp_path):
+    out = tmp_path / "half"
+    train(RunConfig(data=str(tiny_data_session), out=str(out), **FAST, keep=0.5))
+    predictor = classify.load(out)
+
+    def features(split):
+        paths = sorted((tiny_data_session / split).rglob("*.jpg"))
+        return predictor.features_and_logits(torch.stack([predictor.preprocess(p) for p in paths]))[0]
+    train_features, valid_features = features("train"), features("valid")
+    # picked on valid against the training photos alone: each valid photo is as new to them as a user's
+    kept = menu.scores(menu.normalized(train_features), valid_features) >= predictor.bundle.menu_threshold
+    assert abs(kept.mean() - 0.5) <= 1 / 12 + 1e-9  # 6 of the 12 valid photos, give or take float16 features
+    # the bank holds train + valid: every valid photo is then its own nearest neighbour
+    assert len(predictor.menu_bank) == 36 + 12 and predictor.on_menu(predictor.menu_scores(valid_features), 12).all()
+
+
+def test_non_food_is_off_the_menu_in_predict_and_evaluate(trained_bundle, tiny_data_session, tmp_path):
+    papers = [make_nonfood(tmp_path / "unknown" / "deep" / f"{i}.png", seed=i) for i in range(6)]
+    done = run("classify", "predict", "--model", trained_bundle, papers[0])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{papers[0]}: not on the menu (closest: ") and done.stdout.count(",") == 1
+    done = run("classify", "predict", "--model", trained_bundle, "--json", papers[1],
+               next((tiny_data_session / "test" / "red_soup").glob("*.jpg")))
+    paper, soup = [json.loads(line) for line in done.stdout.splitlines()]
+    assert paper["on_menu"] is False and soup["on_menu"] is True and soup["predictions"][0]["label"] == "red_soup"
+    assert soup["menu_score"] > paper["menu_score"]
+    done = run("classify", "evaluate", "--model", trained_bundle, "--data", tiny_data_session / "test", "--json",
+               "--unknown", tmp_path / "unknown")
+    result = json.loads(done.stdout)
+    assert result["unknown"]["n"] == 6 and result["unknown"]["rejected"] == 1.0 and result["unknown"]["auroc"] == 1.0
+    assert result["on_menu_kept"] >= 0.75
+
+
+def test_held_out_figures_go_into_the_bundle_only_for_a_split_it_never_saw(trained_bundle, tiny_data_session,
+                                                                          tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, bundle)
+    evaluate(bundle, tiny_data_session / "valid", out=tmp_path / "on-valid")
+    assert not (bundle / "held_out.json").exists()  # valid picked the epoch
+    metrics = evaluate(bundle, tiny_data_session / "test", out=tmp_path / "on-test")
+    held_out = json.loads((bundle / "held_out.json").read_text())
+    assert metrics["held_out"] is True and held_out["n"] == 12 and held_out["accuracy"] == metrics["accuracy"]
+    assert held_out["split"].endswith("test")
+    assert classify.load(bundle).held_out["top5"] == metrics["top5"]
+
+
+@pytest.mark.parametrize("case", ["keep_zero", "keep_above_one", "unknown_missing", "unknown_empty"])
+def test_bad_on_menu_inputs(case, trained_bundle, tiny_data_session, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args, words = {
+        "keep_zero": (["train", "--data", tiny_data_session, "--out", tmp_path / "run", "--keep", "0"], ["--keep"]),
+        "keep_above_one": (["train", "--data", tiny_data_session, "--out", tmp_path / "run", "--keep", "1.5"],
+                           ["--keep", "at most 1"]),
+        "unknown_missing": (["evaluate", "--model", trained_bundle, "--data", tiny_data_session, "--unknown",
+                             tmp_path / "nope"], ["--unknown", "not found"]),
+        "unknown_empty": (["evaluate", "--model", trained_bundle, "--data", tiny_data_session, "--unknown",
+                           tmp_path / "empty"], ["no images", "--unknown"]),
+    }[case]
+    before = tree_digest(tmp_path)
+    assert_refused(run("classify", *args), *words, code=2)
+    assert tree_digest(tmp_path) == before and not (tmp_path / "run").exists()
