@@ -16,9 +16,12 @@ from PIL import Image
 
 import classify
 from classify import ClassifyError
+from classify.options import PORT, Parser, number, read_text
+from classify.serving import guard, why_unservable
 
 TOP_K = 5
 MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food photo worth decoding
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and JSON around an upload
 MAX_PIXELS = 50_000_000  # 50 MP: decoding more costs hundreds of MB per request for no gain at 224 px
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
 CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
@@ -43,9 +46,8 @@ def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
     """FILE.csv with a header, the class in the first column, any facts after it → {class: {column: value}}."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            rows = list(csv.reader(file))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        rows = list(csv.reader(io.StringIO(read_text(path, "facts file"), newline="")))
+    except csv.Error as error:
         raise ClassifyError(f"cannot read facts file {path}: {error}") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if len(rows) < 2 or len(rows[0]) < 2:
@@ -58,6 +60,9 @@ def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
             raise ClassifyError(f"facts file {path}, line {line}: the first column (the class) is empty")
         if name in facts:
             raise ClassifyError(f"facts file {path}, line {line}: class '{name}' appears twice")
+        if len(row) > len(header):
+            raise ClassifyError(f"facts file {path}, line {line} has {len(row)} columns, the header "
+                                f"{len(header)}: quote values that hold a comma")
         facts[name] = {column: value.strip() for column, value in zip(header[1:], row[1:]) if column}
     return facts
 
@@ -214,16 +219,17 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python demo.py",
+    parser = Parser(prog="python demo.py",
                                      description="Serve a trained food classifier in the browser.")
     parser.add_argument("--model", help="run folder (model bundle); default: the newest one under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where to look for runs when --model is not given")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the whole network)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=PORT, default=7860, help="port to listen on, 0..65535 (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     parser.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     parser.add_argument("--facts", metavar="FILE.csv", help="CSV: class, then any columns (calories, protein, ...)")
-    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="refuse bigger uploads")
+    parser.add_argument("--max-upload-mb", type=number(float, 0, None, low_open=True), default=MAX_UPLOAD_MB,
+                        help=f"refuse bigger uploads and requests, in MB (default {MAX_UPLOAD_MB})")
     return parser
 
 
@@ -241,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     except ClassifyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    max_bytes = int(args.max_upload_mb * 1024 * 1024)
+    # every request body is capped too: Gradio's cap is per file, and a webcam photo arrives as a base64 data: URL
+    middleware = guard(max_body_bytes=max_bytes * 4 // 3 + REQUEST_OVERHEAD_BYTES)
     try:
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=256).launch(
-            server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-            max_file_size=int(args.max_upload_mb * 1024 * 1024), allowed_paths=[str(run_dir / "examples")])
-    except OSError as error:  # the port is taken, or the host cannot be bound
-        print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+            server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=max_bytes,
+            allowed_paths=[str(run_dir / "examples")], app_kwargs={"middleware": middleware})
+    except OSError:  # the port is taken, or the host cannot be bound
+        print(f"error: cannot serve on {args.host}:{args.port}: {why_unservable(args.host, args.port)}",
+              file=sys.stderr)
         return 1
     return 0
 
