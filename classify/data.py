@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +52,8 @@ def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) ->
     over the files' contents (renaming files does not move them between splits)."""
     root = Path(root)
     if not root.is_dir():
-        raise ClassifyError(f"data folder not found: {root}")
+        raise ClassifyError(f"{root} is not a folder; --data wants a folder of class folders" if root.exists()
+                            else f"data folder not found: {root}")
     if (root / "train").is_dir():
         if not (root / "valid").is_dir():
             raise ClassifyError(f"{root} has train/ but no valid/ split; add valid/<class>/ images "
@@ -117,6 +119,8 @@ def eval_size(image_size: int, crop_pct: float) -> int:
 def decode(source, size_px: int) -> np.ndarray:
     """Open an image (path, bytes file or PIL image), fix its orientation, resize its shorter side to `size_px`
     and centre-crop a square: HxWx3 uint8. Raises ClassifyError for anything that is not a readable image."""
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():  # a fifo would block open() for ever
+        raise ClassifyError("no such file" if not Path(source).exists() else "not a file (a folder, pipe or device)")
     try:
         image = source if isinstance(source, Image.Image) else Image.open(source)
         if image.width * image.height > MAX_PIXELS:

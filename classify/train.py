@@ -152,6 +152,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     started = time.time()
     D.tune_cpu_allocator()
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ClassifyError(f"--out {out} is a file; give a folder for the run")
     if config.resume and not (out / "checkpoint.json").is_file():
         raise ClassifyError(f"nothing to resume in {out}: no checkpoint.json")
     layout = D.find_layout(config.data, seed=config.seed, valid_fraction=config.valid_fraction)
