@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                   "or pass --model RUN_DIR", file=sys.stderr)
             return 2
         auth = parse_auth(args.auth)
+        problem = why_unservable(args.host, args.port)
+        if problem:
+            raise ClassifyError(f"cannot serve on {args.host}:{args.port}: {problem}")
         facts = read_facts(args.facts) if args.facts else None
         demo = build_app(run_dir, facts)
     except ClassifyError as error:
@@ -254,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=256).launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=max_bytes,
             allowed_paths=[str(run_dir / "examples")], app_kwargs={"middleware": middleware})
-    except OSError:  # the port is taken, or the host cannot be bound
-        print(f"error: cannot serve on {args.host}:{args.port}: {why_unservable(args.host, args.port)}",
+    except OSError as error:  # taken since the check above
+        print(f"error: cannot serve on {args.host}:{args.port}: {why_unservable(args.host, args.port) or error}",
               file=sys.stderr)
         return 1
     return 0

@@ -97,12 +97,13 @@ def guard(max_body_bytes: int, uploads: bool = True, file_suffixes: tuple[str, .
     return [Middleware(Guard, max_body_bytes=max_body_bytes, uploads=uploads, file_suffixes=file_suffixes)]
 
 
-def why_unservable(host: str, port: int) -> str:
-    """Why a server cannot listen on host:port, in words, for the one-line error after launch() failed (Gradio
-    says "Cannot find empty port" for a taken port and an unknown host alike)."""
+def why_unservable(host: str, port: int) -> str | None:
+    """Why a server cannot listen on host:port, in words, or None if it can: checked before launch() (Gradio says
+    "Cannot find empty port" for a taken port and an unknown host alike, after uvicorn has logged its own error)."""
     try:
         family, kind, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a just-closed port is free
             probe.bind(address)
     except socket.gaierror:
         return f"{host} is not a host name or address this machine knows (--host)"
@@ -111,4 +112,4 @@ def why_unservable(host: str, port: int) -> str:
                    errno.EADDRNOTAVAIL: f"{host} is not an address of this machine (--host)",
                    errno.EACCES: f"port {port} needs administrator rights (pick one above 1023 with --port)"}
         return reasons.get(error.errno, error.strerror or str(error))
-    return "the server did not start (try another --port)"
+    return None

@@ -777,13 +777,16 @@ def launch(workspace_dir: str | Path, host: str = "127.0.0.1", port: int | None 
            auth: tuple[str, str] | None = None, open_browser: bool = True, block: bool = True,
            quiet: bool = False) -> gr.Blocks:
     """Serve the review app; with block=False return the running app (tests), else serve until interrupted."""
+    problem = None if port is None else why_unservable(host, port)
+    if problem:
+        raise CurateError(f"cannot serve on {host}:{port}: {problem}")
     app = build_app(workspace_dir)
     try:
         app.launch(server_name=host, server_port=port, share=share, auth=auth, inbrowser=open_browser,
                    prevent_thread_lock=not block, quiet=quiet, show_error=True, **launch_options(workspace_dir))
     except OSError as err:
         app.curate_workspace.close()
-        raise CurateError(f"cannot serve on {host}:{port}: {why_unservable(host, port)}") from None
+        raise CurateError(f"cannot serve on {host}:{port}: {why_unservable(host, port) or err}") from None
     if block:
         app.curate_workspace.close()
     return app

@@ -173,7 +173,15 @@ def test_demo_port_in_use_is_one_line(trained_bundle):
         port = busy.getsockname()[1]
         done = subprocess.run([sys.executable, "demo.py", "--model", str(trained_bundle), "--port", str(port)],
                               cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert_refused(done, f"127.0.0.1:{port}", "in use", code=1)
+    assert_refused(done, f"127.0.0.1:{port}", "in use", code=2)
+    assert len(done.stderr.strip().splitlines()) == 1  # checked before Gradio starts: no uvicorn log line either
+
+
+@pytest.mark.parametrize("host", ["nosuchhost.invalid", "192.0.2.1"])
+def test_review_host_it_cannot_listen_on_is_one_line(workspace, host):
+    done = run("curate", "--workspace", workspace, "review", "--no-browser", "--host", host, "--port", free_port())
+    assert_refused(done, f"cannot serve on {host}", "--host", code=2)
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def demo(*args, timeout=180) -> subprocess.CompletedProcess:
