@@ -18,9 +18,12 @@ import classify
 from classify import ClassifyError, images
 from classify import bundle as bundle_format
 from classify.explain import Explainer
+from classify.options import PORT, Parser, number, read_text
+from classify.serving import guard, why_unservable
 
 TOP_K = 5
 MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food photo worth decoding
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and JSON around an upload
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
 CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 EXAMPLES_PER_CLASS = 2
@@ -37,9 +40,8 @@ def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
     """FILE.csv with a header, the class in the first column, any facts after it → {class: {column: value}}."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            rows = list(csv.reader(file))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        rows = list(csv.reader(io.StringIO(read_text(path, "facts file"), newline="")))
+    except csv.Error as error:
         raise ClassifyError(f"cannot read facts file {path}: {error}") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if len(rows) < 2 or len(rows[0]) < 2:
@@ -52,6 +54,9 @@ def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
             raise ClassifyError(f"facts file {path}, line {line}: the first column (the class) is empty")
         if name in facts:
             raise ClassifyError(f"facts file {path}, line {line}: class '{name}' appears twice")
+        if len(row) > len(header):
+            raise ClassifyError(f"facts file {path}, line {line} has {len(row)} columns, the header "
+                                f"{len(header)}: quote values that hold a comma")
         facts[name] = {column: value.strip() for column, value in zip(header[1:], row[1:]) if column}
     return facts
 
@@ -279,16 +284,17 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python demo.py",
+    parser = Parser(prog="python demo.py",
                                      description="Serve a trained food classifier in the browser.")
     parser.add_argument("--model", help="run folder (model bundle); default: the newest one under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where to look for runs when --model is not given")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the whole network)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=PORT, default=7860, help="port to listen on, 0..65535 (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     parser.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     parser.add_argument("--facts", metavar="FILE.csv", help="CSV: class, then any columns (calories, protein, ...)")
-    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="refuse bigger uploads")
+    parser.add_argument("--max-upload-mb", type=number(float, 0, None, low_open=True), default=MAX_UPLOAD_MB,
+                        help=f"refuse bigger uploads and requests, in MB (default {MAX_UPLOAD_MB})")
     return parser
 
 
@@ -301,17 +307,24 @@ def main(argv: list[str] | None = None) -> int:
                   "or pass --model RUN_DIR", file=sys.stderr)
             return 2
         auth = parse_auth(args.auth)
+        problem = why_unservable(args.host, args.port)
+        if problem:
+            raise ClassifyError(f"cannot serve on {args.host}:{args.port}: {problem}")
         facts = read_facts(args.facts) if args.facts else None
         demo = build_app(run_dir, facts)
     except ClassifyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    max_bytes = int(args.max_upload_mb * 1024 * 1024)
+    # every request body is capped too: Gradio's cap is per file, and a webcam photo arrives as a base64 data: URL
+    middleware = guard(max_body_bytes=max_bytes * 4 // 3 + REQUEST_OVERHEAD_BYTES)
     try:
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=256).launch(
-            server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-            max_file_size=int(args.max_upload_mb * 1024 * 1024), allowed_paths=[str(run_dir / "examples")])
-    except OSError as error:  # the port is taken, or the host cannot be bound
-        print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+            server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=max_bytes,
+            allowed_paths=[str(run_dir / "examples")], app_kwargs={"middleware": middleware})
+    except OSError as error:  # taken since the check above
+        print(f"error: cannot serve on {args.host}:{args.port}: {why_unservable(args.host, args.port) or error}",
+              file=sys.stderr)
         return 1
     return 0
 

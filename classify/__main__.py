@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from classify import ClassifyError
-from classify.options import Parser
+from classify.options import Parser, number
 
 HELP = {
     "data": "ImageFolder root with train/ and valid/ (optional test/), or one folder of class folders",
@@ -44,6 +44,19 @@ HELP = {
 }
 
 
+# The valid range of every numeric RunConfig field, checked at the command line (0 keeps its "by strategy" meaning
+# where the help says so). The upper bounds are far past any sensible run; they stop a typo from allocating for hours.
+RANGES = {
+    "image_size": number(int, 0, 1024), "epochs": number(int, 0, 10_000), "batch_size": number(int, 1, 4096),
+    "lr": number(float, 0, 10, low_open=True), "backbone_lr_scale": number(float, 0, 10),
+    "weight_decay": number(float, 0, 1), "warmup_epochs": number(float, 0, 10_000),
+    "label_smoothing": number(float, 0, 1, high_open=True), "aug": number(float, 0, 1),
+    "views": number(int, 0, 100), "patience": number(int, 0, 10_000), "seed": number(int, 0, 2**32 - 1),
+    "valid_fraction": number(float, 0, 1, low_open=True, high_open=True), "examples_per_class": number(int, 0, 1000),
+}
+TOP_K = number(int, 1, 1000)
+
+
 def add_run_options(parser: argparse.ArgumentParser, skip=()) -> None:
     """One option per RunConfig field, its default read from the dataclass."""
     from classify.train import RunConfig
@@ -58,7 +71,7 @@ def add_run_options(parser: argparse.ArgumentParser, skip=()) -> None:
         elif field.name == "mlflow":
             parser.add_argument(flag, nargs="?", const="", default=None, metavar="URI", help=HELP.get(field.name))
         else:
-            kind = type(default) if default is not None else str
+            kind = RANGES.get(field.name) or (type(default) if default is not None else str)
             parser.add_argument(flag, type=kind, default=default, required=field.name == "data",
                                 help=(HELP.get(field.name, "") + f" (default: {default})").strip())
 
@@ -84,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k classes for images")
     predict.add_argument("--model", required=True, help="run folder (model bundle)")
     predict.add_argument("images", nargs="+", help="image files, or folders (their images, recursively, in name order)")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=TOP_K, default=5, help="classes per image, 1..1000 (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON lines: one object per image")
     predict.add_argument("--explain", metavar="OUT_DIR", help="also write a heat map of where the model looked "
                          "(Grad-CAM of the top class over the crop it saw) per image: OUT_DIR/<image name>.png")

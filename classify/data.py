@@ -48,7 +48,8 @@ def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) ->
     over the files' contents (renaming files does not move them between splits)."""
     root = Path(root)
     if not root.is_dir():
-        raise ClassifyError(f"data folder not found: {root}")
+        raise ClassifyError(f"{root} is not a folder; --data wants a folder of class folders" if root.exists()
+                            else f"data folder not found: {root}")
     if (root / "train").is_dir():
         if not (root / "valid").is_dir():
             raise ClassifyError(f"{root} has train/ but no valid/ split; add valid/<class>/ images "

@@ -79,7 +79,8 @@ def resolve_split(data: str | Path) -> Path:
     """An ImageFolder split (class folders), or a root: its test/, else its valid/."""
     data = Path(data)
     if not data.is_dir():
-        raise ClassifyError(f"data folder not found: {data}")
+        raise ClassifyError(f"{data} is not a folder; --data wants an ImageFolder split or root" if data.exists()
+                            else f"data folder not found: {data}")
     for split in ("test", "valid"):
         if (data / split).is_dir():
             return data / split

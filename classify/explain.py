@@ -96,7 +96,7 @@ class Explainer:
         x = D.normalize(crop.unsqueeze(0).to(p.device), p.mean, p.std)
         with self.lock, torch.enable_grad():
             heat = self.cam(input_tensor=x, targets=None)[0]  # targets None: the top class
-            probabilities = p.probabilities_from_logits(self.cam.outputs.detach().float())[0].cpu().numpy()
+            probabilities = p.probabilities_from_logits(self.cam.outputs.detach().float().cpu().numpy())[0]
         order = np.argsort(-probabilities)[: max(1, min(k, len(p.classes)))]
         return Explanation([(p.classes[i], float(probabilities[i])) for i in order],
                            crop.permute(1, 2, 0).numpy().copy(), np.clip(heat, 0, 1).astype(np.float32))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def open_lazy(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
         if not source:
             raise ImageError("empty", "file is empty")
         source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)) and not Path(source).is_file():  # a fifo would block open() for ever
+        raise ImageError("not_an_image", "no such file" if not Path(source).exists()
+                         else "not a file (a folder, pipe or device)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `check` applies the lower limit

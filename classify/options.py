@@ -12,11 +12,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def number(kind=int, low=None, high=None, low_open=False):
-    """An argparse `type` for an int or float in [low, high] (low excluded with `low_open`): NaN, infinity and
-    out-of-range values are refused with the valid range in the message."""
+def number(kind=int, low=None, high=None, low_open=False, high_open=False):
+    """An argparse `type` for an int or float in [low, high] (low excluded with `low_open`, high with `high_open`):
+    NaN, infinity and out-of-range values are refused with the valid range in the message."""
     bounds = (f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
-              f"<= {high:g}" if high is not None else "")
+              f"{'<' if high_open else '<='} {high:g}" if high is not None else "")
     wanted = f"{'a whole number' if kind is int else 'a number'}" + (
         f" {' and '.join(b for b in bounds if b)}" if any(bounds) else "")
 
@@ -27,7 +27,8 @@ def number(kind=int, low=None, high=None, low_open=False):
             raise argparse.ArgumentTypeError(f"wants {wanted}, got {text!r}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"wants {wanted}, got {text!r}")
-        if (low is not None and (value < low or (low_open and value == low))) or (high is not None and value > high):
+        if (low is not None and (value < low or (low_open and value == low))) or (
+                high is not None and (value > high or (high_open and value == high))):
             raise argparse.ArgumentTypeError(f"wants {wanted}, got {text!r}")
         return value
 

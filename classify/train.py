@@ -156,6 +156,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     started = time.time()
     D.tune_cpu_allocator()
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ClassifyError(f"--out {out} is a file; give a folder for the run")
     if config.resume and not (out / "checkpoint.json").is_file():
         raise ClassifyError(f"nothing to resume in {out}: no checkpoint.json")
     check_out(out)

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from classify.options import Parser, number
+from classify.options import PORT, Parser, number
 from curate import CurateError
 
 
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("review", help="open the review-and-crop UI in the browser")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=PORT, default=7860, help="port to listen on, 0..65535 (default 7860)")
     p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     p.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (servers)")

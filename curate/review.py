@@ -12,15 +12,19 @@ from urllib.parse import quote
 import gradio as gr
 import numpy as np
 
+from classify.serving import guard, why_unservable
+
 from curate import CurateError
 from curate.dedup import hamming
 from curate.quality import BLOCKING_FLAGS, FLAGS
-from curate.thumbnails import GRID_PX, cached_copy, upright_size, view_file
-from curate.workspace import MANIFEST, STATUSES, ImageRecord, Workspace, read_rows, select_images
+from curate.images import EXTENSIONS
+from curate.thumbnails import BROWSER_FORMATS, GRID_PX, THUMBNAILS_DIR, cached_copy, upright_size, view_file
+from curate.workspace import IMAGES_DIR, MANIFEST, STATUSES, ImageRecord, Workspace, read_rows, select_images
 
 PAGE_SIZE = 40
 # A typed crop number beyond this is a typo, not a position: no image within the pixel limit has a side this long.
 CROP_LIMIT_PX = 100_000
+MAX_REQUEST_BYTES = 1024 * 1024  # the UI sends clicks, crop boxes and category names: a few KB at most
 GROUPS_PER_PAGE = 20
 STATUS_FILTERS = ("all", *STATUSES)
 FLAG_FILTERS = ("any", "flagged", "unflagged", *FLAGS)
@@ -768,25 +772,32 @@ def build_app(workspace_dir: str | Path, page_size: int = PAGE_SIZE) -> gr.Block
 
 
 def launch_options(workspace_dir: str | Path) -> dict:
-    """launch() arguments that confine file serving to the workspace's images and add the CSS and shortcuts."""
+    """launch() arguments that confine file serving to the images and thumbnails the UI shows, refuse uploads (the
+    UI has none) and add the CSS and shortcuts."""
     root = Path(workspace_dir).resolve()
     blocked = [str(root / (MANIFEST + suffix)) for suffix in ("", "-wal", "-shm", "-journal")]
     # Gradio also serves its own upload folder; nothing here uploads, so close it too.
     blocked.append(str(Path(tempfile.gettempdir()) / "gradio"))
-    return dict(allowed_paths=[str(root)], blocked_paths=blocked, css=CSS, head=HEAD)
+    shown = tuple("." + EXTENSIONS[name] for name in BROWSER_FORMATS) + (".jpeg",)  # originals and JPEG thumbnails
+    middleware = guard(MAX_REQUEST_BYTES, uploads=False, file_suffixes=shown)
+    return dict(allowed_paths=[str(root / IMAGES_DIR), str(root / THUMBNAILS_DIR)], blocked_paths=blocked, css=CSS,
+                head=HEAD, max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": middleware})
 
 
 def launch(workspace_dir: str | Path, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            auth: tuple[str, str] | None = None, open_browser: bool = True, block: bool = True,
            quiet: bool = False) -> gr.Blocks:
     """Serve the review app; with block=False return the running app (tests), else serve until interrupted."""
+    problem = None if port is None else why_unservable(host, port)
+    if problem:
+        raise CurateError(f"cannot serve on {host}:{port}: {problem}")
     app = build_app(workspace_dir)
     try:
         app.launch(server_name=host, server_port=port, share=share, auth=auth, inbrowser=open_browser,
                    prevent_thread_lock=not block, quiet=quiet, show_error=True, **launch_options(workspace_dir))
     except OSError as err:
         app.curate_workspace.close()
-        raise CurateError(f"cannot serve on {host}:{port}: {err}") from None
+        raise CurateError(f"cannot serve on {host}:{port}: {why_unservable(host, port) or err}") from None
     if block:
         app.curate_workspace.close()
     return app
