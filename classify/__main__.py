@@ -53,6 +53,7 @@ RANGES = {
     "label_smoothing": number(float, 0, 1, high_open=True), "aug": number(float, 0, 1),
     "views": number(int, 0, 100), "patience": number(int, 0, 10_000), "seed": number(int, 0, 2**32 - 1),
     "valid_fraction": number(float, 0, 1, low_open=True, high_open=True), "examples_per_class": number(int, 0, 1000),
+    "keep": number(float, 0, 1, low_open=True),
 }
 TOP_K = number(int, 1, 1000)
 

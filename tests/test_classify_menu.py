@@ -80,7 +80,7 @@ def test_bad_on_menu_inputs(case, trained_bundle, tiny_data_session, tmp_path):
     args, words = {
         "keep_zero": (["train", "--data", tiny_data_session, "--out", tmp_path / "run", "--keep", "0"], ["--keep"]),
         "keep_above_one": (["train", "--data", tiny_data_session, "--out", tmp_path / "run", "--keep", "1.5"],
-                           ["--keep", "at most 1"]),
+                           ["--keep", "> 0 and <= 1"]),
         "unknown_missing": (["evaluate", "--model", trained_bundle, "--data", tiny_data_session, "--unknown",
                              tmp_path / "nope"], ["--unknown", "not found"]),
         "unknown_empty": (["evaluate", "--model", trained_bundle, "--data", tiny_data_session, "--unknown",
