@@ -148,6 +148,8 @@ def _train(args) -> int:
     console = Console(stderr=True)
     config = config_from_args(vars(args))
     result = train(config, progress=not args.quiet, log=lambda message: console.print(message, highlight=False))
+    if not result.main_process:  # `accelerate launch`: the main process prints the summary
+        return 0
     table = Table(title="class balance (readable images)")
     for column in ("class", "train", "valid"):
         table.add_column(column, justify="left" if column == "class" else "right")

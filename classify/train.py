@@ -77,6 +77,7 @@ class TrainResult:
     history: list
     skipped: tuple
     class_counts: dict
+    main_process: bool = True            # False in the other processes of `accelerate launch`: they write nothing
 
 
 # -- strategy ---------------------------------------------------------------------------------------------------
@@ -169,6 +170,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
     device = accelerator.device
+    if not accelerator.is_main_process:  # under `accelerate launch`, one process speaks for all
+        log = lambda message: None  # noqa: E731
     architecture = resolve_model(config, device)
     strategy = resolve_strategy(config, device)
     # Head-only training gets no dropout: its inputs already vary over the cached views, and dropout's masks, drawn in
@@ -274,6 +277,10 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
         # Head-only training keeps the pooled features of every view on disk, keyed on image content (a few KB
         # each); partial training's feature maps are 50-100x larger and are computed afresh.
+        # Under several processes the main one fills the feature cache first and the others read it back (one writer
+        # to the SQLite file, and each feature computed once).
+        if not accelerator.is_main_process:
+            accelerator.wait_for_everyone()
         store, reuse, store_fingerprint = None, [0, 0], ""
         if strategy == "all" and (folder := features.cache_folder(config.feature_cache)) is not None:
             store_fingerprint = features.fingerprint(frozen, architecture=architecture, image_size=image_size,
@@ -288,6 +295,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
                 else f"feature cache {store.path}: {reuse[0]} of {reuse[1]} view(s) read, the others computed"
                 + (f"; {evicted} least recently used view setting(s) deleted to stay under "
                    f"{store.max_bytes / 2**20:.0f} MB" if evicted else ""))
+        if accelerator.is_main_process:
+            accelerator.wait_for_everyone()
     else:
         views = 0
         log(f"strategy {strategy}: full forward pass per step")
@@ -331,9 +340,12 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         trainable.train()
         if frozen is not None:
             frozen.eval()
-        order = D.keyed_order(train_cache.keys, seed, 2, epoch)[rank::world]
+        order = D.keyed_order(train_cache.keys, seed, 2, epoch)
+        # Every process takes the same number of batches of the same sizes (a process that skipped a step its peers
+        # took would wait for them forever): pad the permutation with its first images, as DistributedSampler does.
+        order = torch.cat([order, order[:-len(order) % world]])[rank::world]
         view_of = (D.keyed_uniforms(train_cache.keys, 1, seed, 3, epoch)[:, 0] * views).long() if views else None
-        seen, loss_sum, correct, tick = 0, 0.0, 0, time.time()
+        seen, loss_sum, correct, steps, tick = 0, 0.0, 0, 0, time.time()
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
         for start in bar:
@@ -357,11 +369,15 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             if config.schedule != "plateau":
                 scheduler.step()
             seen += len(index)
+            steps += 1
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(-1) == labels).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.time() - tick):.0f}")
         train_seconds = time.time() - tick
+        if world > 1:  # the epoch's loss and accuracy over all processes' shards, not the main one's alone
+            totals = accelerator.reduce(torch.tensor([seen, loss_sum, correct], dtype=torch.float64, device=device))
+            seen, loss_sum, correct = int(totals[0]), totals[1].item(), int(totals[2])
         probabilities = forward_valid().softmax(-1)
         valid_loss = nn.functional.nll_loss(probabilities.clamp_min(1e-8).log(), valid_cache.labels).item()
         valid_accuracy = (probabilities.argmax(-1) == valid_cache.labels).float().mean().item()
@@ -369,7 +385,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             scheduler.step(valid_loss)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(train_seconds, 2), "images_per_second": round(seen / max(train_seconds, 1e-9), 1)}
+               "seconds": round(train_seconds, 2), "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
+               "steps": steps}  # optimizer steps per process
         history.append(row)
         if valid_accuracy > best["accuracy"]:
             best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
@@ -411,7 +428,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         "architecture": architecture, "classes": list(layout.classes), "image_size": image_size,
         "cache_size": cache_px, "crop_pct": spec.crop_pct, "mean": list(spec.mean), "std": list(spec.std),
         "strategy": strategy, "epochs": epochs, "patience": patience, "backbone_lr_scale": backbone_lr_scale,
-        "views": views, "split_at_block": split_at,
+        "views": views, "split_at_block": split_at, "processes": world,
         "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "device": str(device), **extra,
         "temperature": temperature, "calibrated": True, "menu_method": menu.METHOD, "menu_threshold": menu_threshold,
@@ -426,7 +443,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             (out / name).unlink(missing_ok=True)
         if config.mlflow is not None:
             _log_mlflow(config, resolved, metrics, history, out)
-    return TrainResult(out, metrics, history, skipped, counts)
+    accelerator.wait_for_everyone()  # no process returns (and reads the bundle) before the main one has written it
+    return TrainResult(out, metrics, history, skipped, counts, accelerator.is_main_process)
 
 
 def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):
