@@ -151,7 +151,7 @@ def space_title(settings: dict, run_dir: Path) -> str:
 
 SPACE_README = """---
 title: {title}
-emoji: 🍽️
+emoji: 🍜
 colorFrom: yellow
 colorTo: red
 sdk: gradio
@@ -217,6 +217,7 @@ def export_space(run_dir, out, push: str | None = None) -> ShareReport:
     """Write a Gradio Space to `out`; with `push` (USER/NAME) create that Space (first, so that being offline or
     refused writes nothing) and upload the folder."""
     check_out(run_dir, out)
+    read_settings(Path(run_dir))  # a bad bundle is refused before a Space is created or a file written
     api = _space_repo(push) if push else None
     files, size = _written(run_dir, out, "space", lambda folder: write_space(Path(run_dir), folder))
     url = _upload(api, push, Path(out)) if push else None

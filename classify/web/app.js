@@ -26,10 +26,10 @@
 
   // One photo → [{label, probability}], most likely first (all classes).
   async function classify(blob) {
-    const bytes = new Uint8Array(await blob.slice(0, 4).arrayBuffer());
+    const bytes = new Uint8Array(await blob.arrayBuffer());
     const image = await decode(blob);
     const input = platekitPreprocess.toInput(image.data, image.width, image.height,
-      platekitPreprocess.isJpeg(bytes), settings);
+      platekitPreprocess.isJpeg(bytes) ? bytes : null, settings);
     const side = settings.image_size;
     const feeds = { pixels: new ort.Tensor("float32", input, [1, 3, side, side]) };
     const logits = (await session.run(feeds)).logits.data;

@@ -130,17 +130,109 @@ const platekitPreprocess = (() => {
   }
 
   // Pillow's JPEG draft: libjpeg decodes at 1/8, 1/4 or 1/2 scale, the smallest still at least `size` on both
-  // sides. The browser decodes at full size; a block mean over scale x scale pixels stands in for libjpeg's scaled
-  // IDCT (exact at 1/8, where it keeps the DC coefficient alone; close at 1/2 and 1/4).
+  // sides. The browser decodes at full size, so the scaled decode is rebuilt from its pixels. libjpeg's reduced
+  // IDCTs (jidctred.c) give each output pixel the mean of the s x s pixels the full IDCT would give: a block mean
+  // of luma. Subsampled chroma (4:2:0, 4:2:2) is decoded at its own resolution there, never upsampled: so the
+  // browser's upsampling ("fancy": 3/4 of the nearest chroma sample, 1/4 of the next, per axis) is undone first by
+  // solving for the samples (a tridiagonal system per row or column), then they are averaged down.
   function draftScale(width, height, size) {
     const scale = Math.min(Math.floor(width / size), Math.floor(height / size));
     for (const s of [8, 4, 2]) if (scale >= s) return s;
     return 1;
   }
 
-  function blockMean(src, width, height, s) {
-    const r = reduce(src, width, s, s, [0, 0, width, height]);
-    return r;
+  // A plane (Float64Array, width x height) averaged over blocks of `s` along x or y; the last block may be short.
+  function blockMean(plane, width, height, s, alongX) {
+    const outWidth = alongX ? Math.ceil(width / s) : width, outHeight = alongX ? height : Math.ceil(height / s);
+    const out = new Float64Array(outWidth * outHeight);
+    for (let y = 0; y < outHeight; y++) {
+      for (let x = 0; x < outWidth; x++) {
+        let sum = 0, n = 0;
+        for (let t = 0; t < s; t++) {
+          const xx = alongX ? x * s + t : x, yy = alongX ? y : y * s + t;
+          if (xx >= width || yy >= height) break;
+          sum += plane[yy * width + xx];
+          n++;
+        }
+        out[y * outWidth + x] = sum / n;
+      }
+    }
+    return { plane: out, width: outWidth, height: outHeight };
+  }
+
+  // Undo fancy upsampling along one axis of a plane already averaged in pairs: each value is
+  // (c[i-1] + 6 c[i] + c[i+1]) / 8 of the chroma samples c (edges repeat their sample). Thomas algorithm.
+  function unblur(plane, width, height, alongX) {
+    const n = alongX ? width : height, lines = alongX ? height : width;
+    const out = new Float64Array(plane.length), c = new Float64Array(n), d = new Float64Array(n);
+    const at = (line, i) => (alongX ? line * width + i : i * width + line);
+    for (let line = 0; line < lines; line++) {
+      if (n === 1) { out[at(line, 0)] = plane[at(line, 0)]; continue; }
+      for (let i = 0; i < n; i++) {
+        const lower = i === 0 ? 0 : 1 / 8, upper = i === n - 1 ? 0 : 1 / 8;
+        const diagonal = 6 / 8 + (i === 0 ? 1 / 8 : 0) + (i === n - 1 ? 1 / 8 : 0);
+        const denominator = diagonal - lower * (i === 0 ? 0 : c[i - 1]);
+        c[i] = upper / denominator;
+        d[i] = (plane[at(line, i)] - lower * (i === 0 ? 0 : d[i - 1])) / denominator;
+      }
+      for (let i = n - 1; i >= 0; i--) {
+        const value = d[i] - (i === n - 1 ? 0 : c[i] * out[at(line, i + 1)]);
+        out[at(line, i)] = value;
+      }
+    }
+    return out;
+  }
+
+  // The chroma subsampling of a JPEG (horizontal, vertical: 1 or 2) from its frame header; 1, 1 when none found.
+  function jpegSubsampling(bytes) {
+    let i = 2;
+    while (i + 9 < bytes.length && bytes[i] === 0xff) {
+      const marker = bytes[i + 1], length = (bytes[i + 2] << 8) | bytes[i + 3];
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+        const components = bytes[i + 9];
+        if (components !== 3) return [1, 1];
+        const factors = [0, 1, 2].map((k) => bytes[i + 11 + 3 * k]);
+        const h = factors.map((f) => f >> 4), v = factors.map((f) => f & 15);
+        return [Math.max(...h) / Math.max(h[1], 1), Math.max(...v) / Math.max(v[1], 1)];
+      }
+      i += 2 + length;
+    }
+    return [1, 1];
+  }
+
+  function scaledDecode(src, width, height, s, subsampling) {
+    const count = width * height;
+    const planes = [new Float64Array(count), new Float64Array(count), new Float64Array(count)];
+    for (let i = 0; i < count; i++) { // JFIF's YCbCr (libjpeg's jccolor.c), centred chroma
+      const r = src[i * 3], g = src[i * 3 + 1], b = src[i * 3 + 2];
+      planes[0][i] = 0.299 * r + 0.587 * g + 0.114 * b;
+      planes[1][i] = -0.168735892 * r - 0.331264108 * g + 0.5 * b;
+      planes[2][i] = 0.5 * r - 0.418687589 * g - 0.081312411 * b;
+    }
+    const reduced = planes.map((plane, k) => {
+      let p = { plane, width, height };
+      for (const alongX of [true, false]) {
+        const factor = k === 0 ? 1 : subsampling[alongX ? 0 : 1];
+        if (factor === 2) {
+          p = blockMean(p.plane, p.width, p.height, 2, alongX);
+          p = { ...p, plane: unblur(p.plane, p.width, p.height, alongX) };
+          p = blockMean(p.plane, p.width, p.height, s / 2, alongX);
+        } else {
+          p = blockMean(p.plane, p.width, p.height, s, alongX);
+        }
+      }
+      return p;
+    });
+    const { width: outWidth, height: outHeight } = reduced[0];
+    const out = new Uint8Array(outWidth * outHeight * 3);
+    const clamp = (v) => Math.min(255, Math.max(0, Math.round(v)));
+    for (let i = 0; i < outWidth * outHeight; i++) {
+      const y = reduced[0].plane[i], cb = reduced[1].plane[i], cr = reduced[2].plane[i];
+      out[i * 3] = clamp(y + 1.402 * cr);
+      out[i * 3 + 1] = clamp(y - 0.344136286 * cb - 0.714136286 * cr);
+      out[i * 3 + 2] = clamp(y + 1.772 * cb);
+    }
+    return { pixels: out, width: outWidth, height: outHeight };
   }
 
   function rgb(rgba, count) {
@@ -151,13 +243,14 @@ const platekitPreprocess = (() => {
     return out;
   }
 
-  // Upright RGBA pixels (width x height) → the model's input: Float32Array 3 x S x S, normalized.
-  function toInput(rgba, width, height, isJpeg, settings) {
+  // Upright RGBA pixels (width x height) → the model's input: Float32Array 3 x S x S, normalized. `jpeg`: the
+  // file's bytes when it is a JPEG (its header says how chroma was stored), else null.
+  function toInput(rgba, width, height, jpeg, settings) {
     let pixels = rgb(rgba, width * height);
     const size = settings.resize_to;
-    if (isJpeg) {
+    if (jpeg) {
       const s = draftScale(width, height, size);
-      if (s > 1) ({ pixels, width, height } = blockMean(pixels, width, height, s));
+      if (s > 1) ({ pixels, width, height } = scaledDecode(pixels, width, height, s, jpegSubsampling(jpeg)));
     }
     const side = Math.min(width, height);
     const left = (width - side) / 2, top = (height - side) / 2;
@@ -188,5 +281,5 @@ const platekitPreprocess = (() => {
     return bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
   }
 
-  return { toInput, softmax, isJpeg, resize, draftScale };
+  return { toInput, softmax, isJpeg, resize, draftScale, scaledDecode, jpegSubsampling };
 })();
