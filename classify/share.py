@@ -197,8 +197,8 @@ def write_space(run_dir: Path, folder: Path) -> None:
     title = space_title(settings, run_dir)
     classes = ", ".join(c.replace("_", " ") for c in settings["classes"][:12])
     (folder / "README.md").write_text(SPACE_README.format(
-        title=json.dumps(title, ensure_ascii=False), heading=title, gradio=_version("gradio"), architecture=settings["architecture"],
-        n=len(settings["classes"]), classes=classes + (", ..." if len(settings["classes"]) > 12 else "")),
+        title=json.dumps(title, ensure_ascii=False), heading=title, gradio=_version("gradio"),
+        architecture=settings["architecture"], n=len(settings["classes"]), classes=classes + (", ..." if len(settings["classes"]) > 12 else "")),
         encoding="utf-8")
     (folder / "app.py").write_text(SPACE_APP)
     package = Path(classify.__file__).parent
