@@ -103,12 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--explain", metavar="OUT_DIR", help="also write a heat map of where the model looked "
                          "(Grad-CAM of the top class over the crop it saw) per image: OUT_DIR/<image name>.png")
 
-    export = commands.add_parser("export", help="ONNX or TorchScript, checked against PyTorch")
+    export = commands.add_parser("export", help="ONNX or TorchScript (checked against PyTorch), a Hugging Face "
+                                                "Space or a web app that runs in the browser")
     export.add_argument("--model", required=True, help="run folder (model bundle)")
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    export.add_argument("--out", required=True, help="file to write, with FILE.json beside it (outside the bundle; "
-                                                     "an existing file only if an earlier export wrote it)")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "space", "web"])
+    export.add_argument("--out", required=True, help="file to write, with FILE.json beside it; for space and web a "
+                        "folder (outside the bundle; an existing one only if empty or an earlier export wrote it)")
     export.add_argument("--check-data", help="images to check agreement on (default: the bundle's examples)")
+    export.add_argument("--push", metavar="USER/NAME", help="space: also create this Space and upload the folder "
+                        "(token from HF_TOKEN or `hf auth login`)")
+    export.add_argument("--ort-dir", metavar="DIR", help="web: copy onnxruntime-web's files from this dist/ folder "
+                        "instead of loading them from the pinned CDN")
 
     compare = commands.add_parser("compare", help="train several models (or option values) and tabulate them")
     compare.add_argument("--models", help="comma-separated backbone names (default: --model)")
@@ -241,7 +246,18 @@ def _predict(args) -> int:
 def _export(args) -> int:
     from classify.export import export
 
-    report = export(args.model, args.format, args.out, check_data=args.check_data)
+    if args.push and args.format != "space":
+        raise ClassifyError("--push is for --format space")
+    if args.ort_dir and args.format != "web":
+        raise ClassifyError("--ort-dir is for --format web")
+    report = export(args.model, args.format, args.out, check_data=args.check_data, push=args.push,
+                    ort_dir=args.ort_dir)
+    if args.format in ("space", "web"):
+        print(f"wrote {report.path} ({report.format}: {report.files} files, {report.size_bytes / 1e6:.1f} MB)"
+              + (f"; ONNX max |softmax difference| vs PyTorch {report.onnx_difference:.2e}"
+                 if report.onnx_difference is not None else "")
+              + (f"; pushed to {report.url}" if report.url else ""))
+        return 0
     print(f"wrote {report.path} ({report.format}); max |softmax difference| vs PyTorch on {report.n_images} "
           f"real images: {report.max_abs_difference:.2e} (< {report.tolerance:g}: ok)")
     return 0

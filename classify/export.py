@@ -13,6 +13,8 @@ import classify
 from classify import ClassifyError
 from classify import data as D
 
+FORMATS = ("onnx", "torchscript", "space", "web")
+FOLDER_FORMATS = ("space", "web")  # a Hugging Face Space, a static web app: folders written by classify.share
 TOLERANCE = 1e-4  # max |softmax difference| allowed between the exported model and PyTorch
 
 
@@ -64,13 +66,18 @@ def _check_out(run_dir: Path, out: Path) -> None:
                                 f"delete it")
 
 
-def export(run_dir, fmt: str, out, check_data=None) -> ExportReport:
+def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None):
     """Write the model (input: normalized N x 3 x S x S float; output: logits) and a JSON sidecar with classes,
     image size, mean and std; then compare its softmax with PyTorch's on real images. Both files are written under
-    temporary names and renamed into place only once they agree: a failure or Ctrl-C leaves no part of them."""
+    temporary names and renamed into place only once they agree: a failure or Ctrl-C leaves no part of them.
+    `space` and `web` write a folder instead (classify.share): an ExportReport for files, a ShareReport for those."""
     writers = {"onnx": _export_onnx, "torchscript": _export_torchscript}
+    if fmt in FOLDER_FORMATS:
+        from classify import share
+        return share.export_space(run_dir, out, push=push) if fmt == "space" else \
+            share.export_web(run_dir, out, ort_dir=ort_dir, check_data=check_data)
     if fmt not in writers:
-        raise ClassifyError(f"unknown export format {fmt!r}; choose onnx or torchscript")
+        raise ClassifyError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     out = Path(out)
     _check_out(run_dir, out)
     predictor = classify.load(run_dir)

@@ -23,3 +23,11 @@ if [ ! -x /usr/bin/chromium ] && [ "${PLATEKIT_NO_BROWSER:-0}" != 1 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null
 fi
+# classify export --format web's browser tests run onnxruntime-web from its npm tarball (no node_modules needed):
+# packed once into .venv/npm-cache, at the version classify/share.py pins. Without npm those tests are skipped.
+ort=$(sed -n 's/^ORT_VERSION = "\([0-9.]*\)".*/\1/p' classify/share.py)
+if command -v npm >/dev/null && [ -n "$ort" ] && [ ! -f ".venv/npm-cache/onnxruntime-web-$ort.tgz" ]; then
+  echo "setup: npm pack onnxruntime-web@$ort into .venv/npm-cache"
+  mkdir -p .venv/npm-cache
+  (cd .venv/npm-cache && npm pack -q "onnxruntime-web@$ort" >/dev/null)
+fi

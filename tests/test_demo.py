@@ -36,18 +36,23 @@ def start_demo(bundle: Path, log: Path, *options: str) -> tuple[subprocess.Popen
         process = subprocess.Popen([sys.executable, "demo.py", "--model", str(bundle), "--port", str(port), *options],
                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    wait_for_server(process, url, log, "demo.py")
+    return process, url
+
+
+def wait_for_server(process: subprocess.Popen, url: str, log: Path, what: str) -> None:
+    """Until the Gradio server `process` answers at `url` (fail the test, with its log, if it exits or takes 2 min)."""
     deadline = time.monotonic() + 120
     while True:
         try:
             if httpx.get(url + "config", timeout=2).status_code == 200:
-                break
+                return
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"demo.py did not start: {log.read_text()[-2000:]}")
+            pytest.fail(f"{what} did not start: {log.read_text()[-2000:]}")
         time.sleep(0.5)
-    return process, url
 
 
 @pytest.fixture(scope="module")
