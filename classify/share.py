@@ -10,10 +10,12 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from classify import ClassifyError
+from classify import bundle as bundle_format
 
 MARKER = ".platekit-share"  # what a share export wrote, file by file: the only folder it may replace
 # The bundle files a Space serves; the other bundle files (plots, CSV reports, checkpoints) stay behind.
-BUNDLE_FILES = ("config.json", "model.safetensors", "menu.safetensors", "metrics.json", "held_out.json")
+# What the demo reads of a bundle (its examples/ folder is copied too).
+BUNDLE_FILES = (*bundle_format.REQUIRED, bundle_format.MENU_FILE, "metrics.json", bundle_format.HELD_OUT_FILE)
 # What the demo imports when it runs (pip names); transformers only for a Hugging Face backbone.
 SPACE_REQUIREMENTS = ("gradio", "torch", "torchvision", "timm", "safetensors", "pillow", "pillow-heif", "numpy",
                       "grad-cam", "tqdm")
@@ -41,22 +43,13 @@ class ShareReport:
 # -- the bundle's settings, before and after calibration landed ---------------------------------------------------
 
 def read_settings(run_dir: Path) -> dict:
-    """What the shared app needs from config.json: classes, sizes, mean/std, the temperature (1 when the bundle has
-    none) and the on-menu rule (None when it has none)."""
-    from classify.predict import read_config
-
-    config = read_config(run_dir)
-    try:
-        settings = {"classes": [str(c) for c in config["classes"]], "image_size": int(config["image_size"]),
-                    "resize_to": int(config["cache_size"]), "mean": [float(v) for v in config["mean"]],
-                    "std": [float(v) for v in config["std"]],
-                    "temperature": float(config.get("temperature", 1.0)),
-                    "architecture": str(config["architecture"])}
-    except (KeyError, TypeError, ValueError) as error:
-        raise ClassifyError(f"{run_dir / 'config.json'} lacks a valid field: {error}") from None
-    settings["menu"] = ({"method": config["menu_method"], "threshold": config.get("menu_threshold")}
-                        if config.get("menu_method") else None)
-    return settings
+    """What the shared app needs from the bundle: classes, sizes, mean/std, the temperature (1 for a bundle made
+    before calibration) and the on-menu rule (None when it has none)."""
+    config = bundle_format.read(run_dir)
+    return {"classes": list(config.classes), "image_size": config.image_size, "resize_to": config.cache_size,
+            "mean": list(config.mean), "std": list(config.std), "temperature": config.temperature,
+            "architecture": config.architecture,
+            "menu": {"method": config.menu_method, "threshold": config.menu_threshold} if config.menu_method else None}
 
 
 # -- the output folder: refuse what is not ours, write beside it, swap into place ----------------------------------
