@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--out", help="folder for confusion_matrix.png/.csv, per_class.csv (default: none)")
+    evaluate.add_argument("--against", metavar="TRAIN_DIR", help="also list the test photos with a near-twin "
+                          "(perceptual hash within 10 bits) in this training folder: a leak")
 
     predict = commands.add_parser("predict", help="top-k classes for images")
     predict.add_argument("--model", required=True, help="run folder (model bundle)")
@@ -148,7 +150,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from classify.evaluate import evaluate
 
-    metrics = evaluate(args.model, args.data, tta=args.tta, progress=not args.json, out=args.out)
+    metrics = evaluate(args.model, args.data, tta=args.tta, progress=not args.json, out=args.out, against=args.against)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"} |
                          {"confusion_matrix": metrics["confusion_matrix"]}))
@@ -165,6 +167,10 @@ def _evaluate(args) -> int:
     Console().print(table)
     for line in metrics["skipped"]:
         print(f"skipped {line}", file=sys.stderr)
+    for twin in metrics.get("near_twins", ()):
+        print(f"near-twin in train: {twin['test']} ~ {twin['train']} ({twin['bits']} bits)")
+    if args.against is not None:
+        print(f"{metrics['near_twins_in_train']} test photos have a near-twin in {args.against}")
     print(f"accuracy {metrics['accuracy']:.4f}  top-5 {metrics['top5']:.4f}  average position "
           f"{metrics['average_position']:.4f}  macro F1 {metrics['macro_f1']:.4f}  (n={metrics['n']})")
     return 0

@@ -89,8 +89,11 @@ def resolve_split(data: str | Path) -> Path:
 
 
 def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress: bool = False,
-             out: str | Path | None = None) -> dict:
-    """Score a bundle on a split; classes are matched by folder name. Writes reports to `out` when given."""
+             out: str | Path | None = None, against: str | Path | None = None) -> dict:
+    """Score a bundle on a split; classes are matched by folder name. Writes reports to `out` when given.
+
+    against: a training folder; the test photos with a near-twin there (classify.twins) are listed in the metrics.
+    """
     import classify
 
     predictor = classify.load(run_dir)
@@ -109,6 +112,11 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     metrics["skipped"] = [f"{path}: {reason}" for path, reason in cache.skipped]
     metrics["split"] = str(split)
     metrics["tta"] = tta
+    if against is not None:
+        from classify.twins import near_twins
+
+        metrics["near_twins"] = near_twins(cache.paths, against)
+        metrics["near_twins_in_train"] = len(metrics["near_twins"])
     if out is not None:
         write_reports(Path(out), metrics, classes)
         errors = report.misclassified(probabilities, cache.labels.numpy(), cache.paths, classes)
