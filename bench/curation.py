@@ -267,7 +267,7 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_
     started = time.time()
     with Workspace(base) as ws:
         import_images(ws, str(noisy), progress=progress)
-        dedup(ws, progress=progress)
+        dedup(ws, progress=progress, by="hash")  # the hash dedup these figures were measured with
         report = find_suspects(ws, progress=progress)
     suspects_s = time.time() - started
     ranking = [s.image_id for s in report.suspects]

@@ -118,7 +118,7 @@ def screenshot(out: Path, browser, tmp: Path) -> None:
             for i in range(30):
                 ws.add_image(jpeg(i), "generated", source="bing", source_url=f"https://example.com/{i}.jpg")
         check(ws)
-        dedup(ws, workers=1)
+        dedup(ws, workers=1, by="hash")
         first = ws.list_images(category=next(iter(ws.categories())), status="pending")
         for record in first[:3]:
             ws.set_status(record.id, "accepted")

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: none); on a held-out split also the bundle's held_out.json")
     evaluate.add_argument("--unknown", metavar="DIR", help="photos that are none of the classes (any depth): how "
                                                            "many the on-menu score rejects")
+    evaluate.add_argument("--against", metavar="TRAIN_DIR", help="also list the test photos with a near-twin "
+                          "(perceptual hash within 10 bits) in this training folder: a leak")
 
     predict = commands.add_parser("predict", help="top-k classes for images")
     predict.add_argument("--model", required=True, help="run folder (model bundle)")
@@ -174,7 +176,7 @@ def _evaluate(args) -> int:
     from classify.evaluate import evaluate
 
     metrics = evaluate(args.model, args.data, tta=args.tta, progress=not args.json, out=args.out,
-                       unknown=args.unknown)
+                       unknown=args.unknown, against=args.against)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"} |
                          {"confusion_matrix": metrics["confusion_matrix"]}))
@@ -191,6 +193,10 @@ def _evaluate(args) -> int:
     Console().print(table)
     for line in metrics["skipped"]:
         print(f"skipped {line}", file=sys.stderr)
+    for twin in metrics.get("near_twins", ()):
+        print(f"near-twin in train: {twin['test']} ~ {twin['train']} ({twin['bits']} bits)")
+    if args.against is not None:
+        print(f"{metrics['near_twins_in_train']} test photos have a near-twin in {args.against}")
     print(f"accuracy {metrics['accuracy']:.4f}  top-5 {metrics['top5']:.4f}  average position "
           f"{metrics['average_position']:.4f}  macro F1 {metrics['macro_f1']:.4f}  (n={metrics['n']})")
     print(f"calibration: ECE {metrics['ece']:.4f}  NLL {metrics['nll']:.4f}  (temperature {metrics['temperature']:g}; "

@@ -22,21 +22,29 @@ class Embedder:
         self.dimensions = classifier.num_features
         self.model_name = model
 
-    def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 16) -> np.ndarray:
-        """Decoded uint8 images (N x 3 x cache_size x cache_size) → N x D float32, L2-normalized."""
+    def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 16, mirror_invariant: bool = False) -> np.ndarray:
+        """Decoded uint8 images (N x 3 x cache_size x cache_size) → N x D float32, L2-normalized.
+
+        mirror_invariant: the mean of the features of each image and of its mirror image (twice the work), so that a
+        photo and its mirror get the same vector (near-duplicate search).
+        """
         D.tune_cpu_allocator()
         outputs = []
         with torch.inference_mode():
             for start in range(0, len(images_uint8), batch_size):
                 pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
-                features = self.backbone(D.normalize(pixels, self.spec.mean, self.spec.std)).float()
+                pixels = D.normalize(pixels, self.spec.mean, self.spec.std)
+                features = self.backbone(pixels).float()
+                if mirror_invariant:
+                    features = features + self.backbone(pixels.flip(-1)).float()
                 outputs.append(torch.nn.functional.normalize(features, dim=1).cpu())
         if not outputs:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return torch.cat(outputs).numpy()
 
-    def embed_paths(self, paths, batch_size: int = 16, progress: bool = False) -> tuple[np.ndarray, list]:
+    def embed_paths(self, paths, batch_size: int = 16, progress: bool = False,
+                    mirror_invariant: bool = False) -> tuple[np.ndarray, list]:
         """Embed image files; returns (features of the readable ones, in order; [(path, reason)] of the others)."""
         samples = [D.Sample(Path(p), 0) for p in paths]
         cache = D.load_cache(samples, self.cache_size, progress=progress, desc="embed")
-        return self.embed_images(cache.images, batch_size), list(cache.skipped)
+        return self.embed_images(cache.images, batch_size, mirror_invariant), list(cache.skipped)

@@ -144,9 +144,13 @@ def _menu_metrics(predictor, scores, unknown, progress) -> dict:
 
 
 def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress: bool = False,
-             out: str | Path | None = None, unknown: str | Path | None = None) -> dict:
+             out: str | Path | None = None, unknown: str | Path | None = None,
+             against: str | Path | None = None) -> dict:
     """Score a bundle on a split; classes are matched by folder name. Writes reports to `out` when given, and on a
-    held-out split (one the model neither trained nor picked its epoch on) its headline figures into the bundle."""
+    held-out split (one the model neither trained nor picked its epoch on) its headline figures into the bundle.
+
+    against: a training folder; the test photos with a near-twin there (classify.twins) are listed in the metrics.
+    """
     import classify
     from classify import calibration
 
@@ -175,6 +179,11 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     metrics["split"] = str(split)
     metrics["tta"] = tta
     metrics["held_out"] = is_held_out(split, predictor.bundle)
+    if against is not None:
+        from classify.twins import near_twins
+
+        metrics["near_twins"] = near_twins(cache.paths, against)
+        metrics["near_twins_in_train"] = len(metrics["near_twins"])
     if out is not None:
         write_reports(Path(out), metrics, classes)
         errors = report.misclassified(probabilities, cache.labels.numpy(), cache.paths, classes)

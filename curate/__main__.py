@@ -83,10 +83,12 @@ def cmd_dedup(args, ws) -> int:
     from curate.dedup import dedup
 
     report = dedup(ws, method=args.hash, threshold_bits=args.threshold, scope=args.scope, dry_run=args.dry_run,
-                   workers=args.workers, progress=True)
+                   workers=args.workers, progress=True, by=args.method, similarity=args.similarity, model=args.model)
     rows = [[cat, n_groups, n_marked] for cat, (n_groups, n_marked) in report.by_category.items()]
     print(_table(["category", "groups", "marked duplicate" + (" (dry run)" if args.dry_run else "")], rows))
-    print(f"{report.hashed} hashes computed, {len(report.groups)} groups, {report.marked} images marked duplicate"
+    computed = {"hash": f"{report.hashed} hashes", "embedding": f"{report.embedded} embeddings",
+                "both": f"{report.hashed} hashes and {report.embedded} embeddings"}[report.by]
+    print(f"{computed} computed, {len(report.groups)} groups, {report.marked} images marked duplicate"
           + (" (dry run: nothing changed)" if args.dry_run else ""))
     return 0
 
@@ -110,7 +112,7 @@ def cmd_export(args, ws) -> int:
     rows = [[cat, *(counts.get(s, 0) for s in ("train", "valid", "test")), counts.get("augmented", 0)]
             for cat, counts in report.counts.items()]
     print(_table(["category", "train", "valid", "test", "augmented"], rows))
-    print(f"wrote {report.files} files to {report.out}")
+    print(f"wrote {report.files} files to {report.out}; {report.groups_kept} near-duplicate groups kept inside one split")
     return 0
 
 
@@ -226,9 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scrape)
 
     from curate.hashing import METHODS
-    from curate.dedup import DEFAULT_THRESHOLD_BITS
+    from curate.dedup import DEFAULT_SIMILARITY, DEFAULT_THRESHOLD_BITS, SIGNALS
+    from curate.embeddings import DEFAULT_MODEL
 
     p = sub.add_parser("dedup", help="mark exact and near duplicates")
+    p.add_argument("--method", choices=SIGNALS, default="both",
+                   help="near duplicates by perceptual hash (fast), by embedding (also crops, mirrors, rotations; "
+                        "shares suspects' cache) or both (default)")
+    p.add_argument("--similarity", type=number(float, 0, 1, low_open=True), default=DEFAULT_SIMILARITY,
+                   help=f"embedding: min cosine similarity (default {DEFAULT_SIMILARITY}, chosen in bench/dedup_quality.py)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"embedding backbone (default {DEFAULT_MODEL}, as suspects)")
     p.add_argument("--hash", choices=METHODS, default="phash")
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD_BITS,
                    help=f"max Hamming distance in bits (default {DEFAULT_THRESHOLD_BITS}, chosen in bench/dedup_quality.py)")

@@ -1,4 +1,5 @@
-"""Grouping of exact and near duplicates: Hamming search over uint64 hashes, connected components, best member kept."""
+"""Grouping of exact and near duplicates: Hamming search over uint64 hashes, cosine search over embeddings, connected
+components, best member kept."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from math import comb
 import numpy as np
 
 from curate import CurateError
+from curate.embeddings import DEFAULT_MODEL
 from curate.hashing import METHODS, hash_files
 
 # Chosen by bench/dedup_quality.py (bench/RESULTS.md): on 1,650 food-dev images (150 originals x 6
@@ -15,6 +17,21 @@ from curate.hashing import METHODS, hash_files
 # 12 (0.992), while recall of 5% crops rises from 0.15 at 8 bits to 0.38 at 10. Flips are never caught
 # by phash at any threshold (recall 0.00), as with imagededup.
 DEFAULT_THRESHOLD_BITS = 10
+
+# What dedup compares: perceptual hashes, embeddings (crops, mirrors, rotations) or both (edges of either kind).
+SIGNALS = ("hash", "embedding", "both")
+# Cosine similarity of two mirror-invariant lite2 embeddings (curate.embeddings) at or above which they are
+# near-duplicates. Chosen by bench/dedup_quality.py on its tuning half (150 food-dev originals x 8 edits + 300 distinct
+# photos): the highest recall at precision >= 0.995 is at 0.82 (precision 0.997, recall 0.996; 0.80: precision 0.986);
+# at 0.90 precision is 1.000 but recall 0.84 (5 % crops 0.99, 8-15 % crops 0.95, resized to half 0.67).
+DEFAULT_SIMILARITY = 0.82
+# Up to this many vectors every pair is compared (blocked matrix products: 20,000 x 20,000 x 1,280 is ~8 s on 2
+# cores); above, vectors are put in cells by spherical k-means and compared within cells only.
+EXACT_MAX = 20_000
+CELLS_PER_VECTOR = 3  # grouping: each vector joins its 3 nearest cells, so twins near a cell border still meet
+CELLS_PROBED = 8  # one query against an index: the cells of the 8 nearest centroids are searched
+KMEANS_ITERATIONS = 8
+KMEANS_SAMPLE_PER_CELL = 32
 
 _BRUTE_BLOCK_CELLS = 1 << 22  # cells per block of the brute-force distance matrix (~32 MB of uint64)
 
@@ -141,6 +158,102 @@ def find_groups(hashes: np.ndarray, threshold_bits: int = DEFAULT_THRESHOLD_BITS
     return [g for g in np.split(order, bounds) if len(g) > 1]
 
 
+def near_duplicate_pairs(features: np.ndarray, threshold: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (i < j) with cosine similarity >= threshold, and their similarities (blocked, no N x N matrix)."""
+    found_i, found_j, found_s = [], [], []
+    for start in range(0, len(features), block):
+        sims = features[start:start + block] @ features[start:].T  # row i: features[start + i], column j: features[start + j]
+        i, j = np.nonzero(sims >= threshold)
+        keep = i < j
+        i, j = i[keep], j[keep]
+        found_i.append(i + start)
+        found_j.append(j + start)
+        found_s.append(sims[i, j])
+    if not found_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
+
+
+def _nearest_cells(features: np.ndarray, centroids: np.ndarray, k: int, block: int = 8192) -> np.ndarray:
+    """N x k: the indices of the k centroids of highest cosine similarity to each row (unordered)."""
+    out = np.empty((len(features), k), dtype=np.int64)
+    for start in range(0, len(features), block):
+        sims = features[start:start + block] @ centroids.T
+        out[start:start + block] = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.arange(k)
+    return out
+
+
+def cell_centroids(features: np.ndarray, cells: int, seed: int = 0) -> np.ndarray:
+    """Unit-length centroids of spherical k-means on a sample of the rows (empty cells restart at a random row)."""
+    rng = np.random.default_rng(seed)
+    sample = features[np.sort(rng.choice(len(features), min(len(features), cells * KMEANS_SAMPLE_PER_CELL), replace=False))]
+    centroids = sample[rng.choice(len(sample), cells, replace=False)].copy()
+    for _ in range(KMEANS_ITERATIONS):
+        nearest = _nearest_cells(sample, centroids, 1)[:, 0]
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, nearest, sample)
+        empty = np.flatnonzero(np.bincount(nearest, minlength=cells) == 0)
+        sums[empty] = sample[rng.choice(len(sample), len(empty))]
+        centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(1e-12)
+    return centroids.astype(features.dtype)
+
+
+def similar_pairs(features: np.ndarray, threshold: float, exact_max: int = EXACT_MAX,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j, each once) of unit-length rows with cosine similarity >= threshold, and their similarities.
+
+    Exact up to `exact_max` rows. Above, each row joins its CELLS_PER_VECTOR nearest of ~2 sqrt(N) k-means cells and
+    rows are compared within each cell (blocked matrix products): ~N^1.5 work instead of N^2, missing only pairs
+    that share none of their cells (bench/dedup_scale.py measures how many).
+    """
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    n = len(features)
+    if n <= exact_max:
+        return near_duplicate_pairs(features, threshold)
+    centroids = cell_centroids(features, int(round(2 * np.sqrt(n))), seed)
+    cells = _nearest_cells(features, centroids, CELLS_PER_VECTOR).ravel()
+    owner = np.repeat(np.arange(n), CELLS_PER_VECTOR)
+    order = np.argsort(cells, kind="stable")
+    cells, owner = cells[order], owner[order]
+    found_i, found_j, found_s = [], [], []
+    for members in np.split(owner, np.flatnonzero(np.diff(cells)) + 1):
+        i, j, sim = near_duplicate_pairs(features[members], threshold)  # members ascending: i < j stays i < j
+        found_i.append(members[i])
+        found_j.append(members[j])
+        found_s.append(sim)
+    i, j, sim = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
+    _, first = np.unique(i * n + j, return_index=True)
+    return i[first], j[first], sim[first]
+
+
+class EmbeddingIndex:
+    """Embeddings already in a workspace, for checking one new image in milliseconds: flat up to EXACT_MAX vectors,
+    above that k-means cells of ~sqrt(N) vectors of which the query's CELLS_PROBED nearest are searched."""
+
+    def __init__(self, features: np.ndarray, ids: np.ndarray | None = None, seed: int = 0, exact_max: int = EXACT_MAX):
+        self.features = np.asarray(features, dtype=np.float32)
+        self.ids = np.arange(len(features)) if ids is None else np.asarray(ids)
+        self.centroids = self.members = None
+        if len(features) > exact_max:
+            self.centroids = cell_centroids(self.features, int(round(np.sqrt(len(features)))), seed)
+            cells = _nearest_cells(self.features, self.centroids, 1)[:, 0]
+            order = np.argsort(cells, kind="stable")
+            self.members = np.split(order, np.searchsorted(cells[order], np.arange(1, len(self.centroids))))
+
+    def query(self, vector: np.ndarray, threshold: float = DEFAULT_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, similarities) of indexed vectors with cosine similarity >= threshold to `vector`, nearest first."""
+        vector = np.asarray(vector, dtype=np.float32)
+        if self.centroids is None:
+            rows = np.arange(len(self.features))
+        else:
+            probed = _nearest_cells(vector[None], self.centroids, min(CELLS_PROBED, len(self.centroids)))[0]
+            rows = np.concatenate([self.members[c] for c in probed])
+        sims = self.features[rows] @ vector
+        hit = np.flatnonzero(sims >= threshold)
+        hit = hit[np.argsort(-sims[hit], kind="stable")]
+        return self.ids[rows[hit]], sims[hit]
+
+
 class HashIndex:
     """Hashes already in a workspace, for checking one new image in a few milliseconds (no rebuild)."""
 
@@ -167,6 +280,9 @@ class DedupReport:
     marked: int
     by_category: dict[str, tuple[int, int]]  # category -> (groups, images marked duplicate)
     dry_run: bool
+    by: str = "hash"  # hash, embedding or both
+    similarity: float = DEFAULT_SIMILARITY
+    embedded: int = 0  # images embedded in this run (the others came from the cache)
 
 
 def _rank(record) -> tuple:
@@ -174,22 +290,8 @@ def _rank(record) -> tuple:
     return (record.status != "accepted", -record.pixels, record.created_at, record.id)
 
 
-def dedup(ws, method: str = "phash", threshold_bits: int = DEFAULT_THRESHOLD_BITS, scope: str = "category",
-          dry_run: bool = False, workers: int | None = None, progress: bool = False) -> DedupReport:
-    """Mark exact (sha256) and near (perceptual hash) duplicates in workspace `ws`.
-
-    Rejected images take no part. Each group keeps its best member (accepted first, then most
-    pixels, then oldest); the others become 'duplicate' with duplicate_of = the kept id. Missing
-    hashes are computed in parallel and cached in the manifest (also in a dry run, which changes
-    no status).
-    """
-    if method not in METHODS:
-        raise CurateError(f"unknown hash {method!r}; use one of {', '.join(METHODS)}")
-    if not 0 <= threshold_bits <= 32:
-        raise CurateError(f"--threshold must be between 0 and 32 bits, got {threshold_bits}")
-    if scope not in ("category", "all"):
-        raise CurateError(f"--scope must be 'category' or 'all', got {scope!r}")
-    records = ws.list_images(status=("pending", "accepted", "duplicate"))
+def _hash_records(ws, records, method: str, workers: int | None, progress: bool) -> tuple[dict[int, int], int]:
+    """image id → hash of `records` (cached in the manifest; missing ones computed): (hashes, computed)."""
     cached = ws.hashes(method)
     missing = [r for r in records if r.id not in cached]
     if missing:
@@ -197,24 +299,73 @@ def dedup(ws, method: str = "phash", threshold_bits: int = DEFAULT_THRESHOLD_BIT
         new = {r.id: int(v) for r, v, good in zip(missing, values, ok) if good}
         ws.set_hashes(method, new)  # one transaction: a kill before it loses only this run's hashing
         cached.update(new)
-    records = [r for r in records if r.id in cached]
+    return cached, len(missing)
+
+
+def near_duplicate_edges(members, hashes: dict[int, int] | None, vectors: dict[int, np.ndarray] | None,
+                         threshold_bits: int, similarity: float) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (index pairs into `members`) of exact duplicates by sha256, and near ones by hash and/or embedding."""
+    edges_i, edges_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for values, search in ((hashes, lambda v: pairs_within(np.array(v, dtype=np.uint64), threshold_bits)),
+                           (vectors, lambda v: similar_pairs(np.stack(v), similarity)[:2])):
+        if values is None:
+            continue
+        present = np.array([k for k, r in enumerate(members) if r.id in values], dtype=np.int64)
+        if len(present) >= 2:
+            i, j = search([values[members[k].id] for k in present])
+            edges_i.append(present[i])
+            edges_j.append(present[j])
+    sha_index: dict[str, int] = {}
+    for k, r in enumerate(members):  # exact duplicates by content, whatever their hashes
+        if sha_index.setdefault(r.sha256, k) != k:
+            edges_i.append(np.array([sha_index[r.sha256]]))
+            edges_j.append(np.array([k]))
+    return np.concatenate(edges_i).astype(np.int64), np.concatenate(edges_j).astype(np.int64)
+
+
+def _check_options(method: str, threshold_bits: int, scope: str, by: str, similarity: float) -> None:
+    if method not in METHODS:
+        raise CurateError(f"unknown hash {method!r}; use one of {', '.join(METHODS)}")
+    if not 0 <= threshold_bits <= 32:
+        raise CurateError(f"--threshold must be between 0 and 32 bits, got {threshold_bits}")
+    if scope not in ("category", "all"):
+        raise CurateError(f"--scope must be 'category' or 'all', got {scope!r}")
+    if by not in SIGNALS:
+        raise CurateError(f"--method must be one of {', '.join(SIGNALS)}, got {by!r}")
+    if not 0 < similarity <= 1:
+        raise CurateError(f"--similarity must be above 0 and at most 1, got {similarity}")
+
+
+def dedup(ws, method: str = "phash", threshold_bits: int = DEFAULT_THRESHOLD_BITS, scope: str = "category",
+          dry_run: bool = False, workers: int | None = None, progress: bool = False, by: str = "both",
+          similarity: float = DEFAULT_SIMILARITY, model: str = DEFAULT_MODEL) -> DedupReport:
+    """Mark exact (sha256) and near duplicates in workspace `ws`: near by perceptual hash (`method`, within
+    `threshold_bits`), by embedding (cosine >= `similarity`; crops, mirrors, rotations) or both (`by`).
+
+    Rejected images take no part. Each group keeps its best member (accepted first, then most
+    pixels, then oldest); the others become 'duplicate' with duplicate_of = the kept id. Missing
+    hashes and embeddings are computed and cached in the manifest (also in a dry run, which changes
+    no status); the embeddings are suspects' own (curate.embeddings).
+    """
+    from curate.embeddings import embed_records
+
+    _check_options(method, threshold_bits, scope, by, similarity)
+    records = ws.list_images(status=("pending", "accepted", "duplicate"))
+    hashes = vectors = None
+    hashed = embedded = 0
+    if by in ("hash", "both"):
+        hashes, hashed = _hash_records(ws, records, method, workers, progress)
+    if by in ("embedding", "both"):
+        vectors, _, embedded = embed_records(ws, records, model, progress=progress)
+    records = [r for r in records if (hashes is not None and r.id in hashes) or (vectors is not None and r.id in vectors)]
     scopes: dict[str, list] = {}
     for r in records:
         scopes.setdefault(r.category if scope == "category" else "(all)", []).append(r)
 
     groups, updates, by_category = [], {}, {}
     for name, members in scopes.items():
-        hashes = np.array([cached[r.id] for r in members], dtype=np.uint64)
-        i, j = pairs_within(hashes, threshold_bits)
-        sha_index: dict[str, int] = {}
-        exact_i, exact_j = [], []
-        for k, r in enumerate(members):  # exact duplicates by content, whatever their hashes
-            if r.sha256 in sha_index:
-                exact_i.append(sha_index[r.sha256])
-                exact_j.append(k)
-            sha_index.setdefault(r.sha256, k)
-        labels = group_labels(len(members), np.concatenate([i, exact_i]).astype(np.int64),
-                              np.concatenate([j, exact_j]).astype(np.int64))
+        i, j = near_duplicate_edges(members, hashes, vectors, threshold_bits, similarity)
+        labels = group_labels(len(members), i, j)
         n_groups = n_marked = 0
         by_label: dict[int, list] = {}
         for r, label in zip(members, labels):
@@ -240,5 +391,5 @@ def dedup(ws, method: str = "phash", threshold_bits: int = DEFAULT_THRESHOLD_BIT
             ws.mark_duplicates({i: k for i, k in updates.items() if k is not None})
             for image_id in (i for i, k in updates.items() if k is None):
                 ws.set_status(image_id, "pending", log=False)
-    return DedupReport(method, threshold_bits, len(missing), tuple(groups),
-                       sum(n for _, n in by_category.values()), by_category, dry_run)
+    return DedupReport(method, threshold_bits, hashed, tuple(groups), sum(n for _, n in by_category.values()),
+                       by_category, dry_run, by, similarity, embedded)

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from curate import CurateError
-from curate.dedup import DEFAULT_THRESHOLD_BITS, group_labels, pairs_within
+from curate.dedup import DEFAULT_SIMILARITY, DEFAULT_THRESHOLD_BITS, group_labels, pairs_within, similar_pairs
 from curate.hashing import hash_files
 from curate.images import crop, open_image
 from curate.workspace import ImageRecord, Workspace
@@ -41,6 +41,7 @@ class ExportConfig:
     min_per_class: int = 1
     exclude_flags: tuple[str, ...] = ()
     threshold_bits: int = DEFAULT_THRESHOLD_BITS  # near-duplicates within this distance share a split
+    similarity: float = DEFAULT_SIMILARITY  # and so do those whose cached embeddings are this close (cosine)
     overwrite: bool = False
 
 
@@ -49,10 +50,14 @@ class ExportReport:
     out: Path
     counts: dict[str, dict[str, int]]  # category -> split (and "augmented") -> images
     files: int
+    groups_kept: int = 0  # near-duplicate groups (2+ exported images) kept inside one split
 
 
-def _groups(ws: Workspace, records: list[ImageRecord], threshold_bits: int) -> np.ndarray:
-    """A group label per record: near-duplicates (phash) and duplicate_of links share a label."""
+def _groups(ws: Workspace, records: list[ImageRecord], threshold_bits: int, similarity: float) -> np.ndarray:
+    """A group label per record: near-duplicates (phash, and cached embeddings: nothing is embedded here) and
+    duplicate_of links share a label."""
+    from curate.embeddings import cached_vectors
+
     hashes = ws.hashes("phash")
     missing = [r for r in records if r.id not in hashes]
     if missing:
@@ -65,6 +70,12 @@ def _groups(ws: Workspace, records: list[ImageRecord], threshold_bits: int) -> n
     i, j = pairs_within(np.array([hashes[records[k].id] for k in hashed], dtype=np.uint64), threshold_bits)
     hashed = np.array(hashed, dtype=np.int64)
     edges_i, edges_j = [hashed[i]], [hashed[j]]
+    vectors = cached_vectors(ws, records)
+    embedded = np.array([k for k, r in enumerate(records) if r.id in vectors], dtype=np.int64)
+    if len(embedded) >= 2:
+        i, j, _ = similar_pairs(np.stack([vectors[records[k].id] for k in embedded]), similarity)
+        edges_i.append(embedded[i])
+        edges_j.append(embedded[j])
     # duplicate_of links, also through a kept image that is not exported itself
     extra: dict[int, int] = {}
     for k, r in enumerate(records):
@@ -247,12 +258,13 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
     if not records:
         raise CurateError(f"no {what} images to export; review some first (or pass --include-pending)")
 
-    labels = _groups(ws, records, config.threshold_bits)
+    labels = _groups(ws, records, config.threshold_bits, config.similarity)
     split_of = assign_splits(records, labels, config.split, config.seed)
     counts = {c: dict.fromkeys((*SPLITS, "augmented"), 0) for c in per_category if per_category[c]}
     for r in records:
         counts[r.category][split_of[r.id]] += 1
     _check_splits(counts, config.split)
+    groups_kept = int((np.bincount(labels) >= 2).sum())
 
     _remove_stale(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -262,7 +274,8 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
         (tmp / MARKER).write_text("written by `python -m curate export`; its --overwrite replaces this folder\n")
         rows = _write_tree(ws, records, split_of, counts, config, tmp, progress)
         (tmp / "export.json").write_text(json.dumps({"config": asdict(config), "workspace": str(ws.root),
-                                                     "counts": counts}, indent=2, ensure_ascii=False))
+                                                     "counts": counts, "groups_kept": groups_kept}, indent=2,
+                                                    ensure_ascii=False))
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(trash)
@@ -277,7 +290,7 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportReport(out, counts, len(rows))
+    return ExportReport(out, counts, len(rows), groups_kept)
 
 
 def _write_tree(ws: Workspace, records: list[ImageRecord], split_of: dict[int, str], counts: dict, config: ExportConfig,

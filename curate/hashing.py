@@ -9,38 +9,20 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from classify.twins import bits_to_int as _bits_to_int
+from classify.twins import phash
 from curate.images import InvalidImage, open_image
 
 METHODS = ("phash", "dhash", "whash", "ahash")
 # JPEG `draft` decodes at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels per side. phash
 # resizes to 32 px anyway; bench/hashing.py measures how often the hash changes against a full decode.
 DRAFT_PX = 64
-_PHASH_PX = 32
-
-
-def _dct_matrix(n: int, keep: int) -> np.ndarray:
-    # The first `keep` rows of the (unnormalised) DCT-II: the same frequencies scipy.fftpack.dct gives
-    # imagehash; a constant factor does not move the median threshold.
-    k = np.arange(keep)[:, None]
-    x = np.arange(n)[None, :]
-    return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
-
-
-_DCT8 = _dct_matrix(_PHASH_PX, 8)
-
-
-def _bits_to_int(bits: np.ndarray) -> int:
-    """64 booleans, first one most significant (imagehash's order), to an int."""
-    return int.from_bytes(np.packbits(bits.ravel().astype(np.uint8)).tobytes(), "big")
-
 
 def hash_image(image: Image.Image, method: str = "phash") -> int:
     """The 64-bit hash of a decoded image; bit-compatible with imagehash's function of the same name."""
     gray = image.convert("L")
-    if method == "phash":
-        pixels = np.asarray(gray.resize((_PHASH_PX, _PHASH_PX), Image.Resampling.LANCZOS), dtype=np.float64)
-        low = _DCT8 @ pixels @ _DCT8.T
-        return _bits_to_int(low > np.median(low))
+    if method == "phash":  # classify's, so that `classify evaluate --against` finds the twins dedup would
+        return phash(gray)
     if method == "dhash":
         pixels = np.asarray(gray.resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
         return _bits_to_int(pixels[:, 1:] > pixels[:, :-1])

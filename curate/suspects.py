@@ -2,9 +2,9 @@
 
 What is computed (``find_suspects``):
 
-1. Backbone embeddings from ``classify.embed.Embedder``, cached in the manifest's ``embeddings`` table
-   under (image id, model) with the sha256 and crop they were made from: only new or re-cropped images
-   are embedded again.
+1. Backbone embeddings from ``classify.embed.Embedder`` (mirror-invariant; ``curate.embeddings``, shared with dedup),
+   cached in the manifest's ``embeddings`` table under (image id, model) with the sha256 and crop they were made
+   from: only new or re-cropped images are embedded again.
 2. A cross-validated linear probe (k-fold multinomial logistic regression on the current labels; near-
    duplicates kept in one fold so a copy cannot vouch for its twin) giving out-of-fold probabilities.
 3. Four signals per image, each in 0..1, combined as a noisy-OR ``1 - prod(1 - s)``:
@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate import CurateError
+from curate.dedup import near_duplicate_pairs  # noqa: F401  (re-exported: its home was here)
+from curate.embeddings import DEFAULT_MODEL, embed_records
 from curate.quality import BLOCKING_FLAGS, FLAGS, SET_BY_SUSPECTS
 from curate.workspace import ImageRecord, Workspace
 
@@ -56,7 +57,7 @@ class SuspectsConfig:
 
     # Embedding backbone. lite2 (260 px) over lite0: on bench/curation.py, 5 folds, its probe put 279 of the 350 flips
     # in the top 10 % against 250 with lite0 (same weights below), for ~25 s instead of ~10 s per 1,000 images on 2 cores.
-    model: str = "efficientnet_lite2"
+    model: str = DEFAULT_MODEL
     folds: int = 5
     # Inverse L2 strength of the probe on the unit-length embeddings: on the bench's noisy set C=3 ranked flips best
     # (top 5 %: 98 % noise) among 3/10/30 and standardized features with C=0.01-0.5 (83-88 %).
@@ -69,7 +70,10 @@ class SuspectsConfig:
     global_outlier_z: tuple[float, float] = (2.0, 5.0)
     # Cosine similarity of lite0 embeddings to the nearest other image: distinct food-dev photos 0.53-0.77 (5-95th
     # percentile), injected near copies 0.85-0.98. 0.90 or 0.93 found no more noise in the bench's top 20 %.
-    near_duplicate_similarity: float = 0.95
+    # Mirror-invariant vectors (curate.embeddings) sit closer: 0.96, where a mirror still scores 1.00 and a 5 % crop
+    # mostly above (bench/dedup_quality.py); at 0.95 two flat-colour test drawings became twins. dedup itself groups
+    # from DEFAULT_SIMILARITY (0.82) on, so this signal is for the twins a hash-only dedup left.
+    near_duplicate_similarity: float = 0.96
     # Strength of "far from every category" (when it is >= 0.5 the label signal is dropped, not compounded): 0.9 ranks
     # an off-topic image with a flip whose label the probe gives 10 %, so confident flips (which cost accuracy) come
     # before the off-topic images (which a head on frozen features mostly tolerates), and all off-topic images still
@@ -105,73 +109,6 @@ class SuspectsReport:
     embedded: int  # images embedded in this run (the others came from the cache)
     cached: int
     probe_accuracy: float | None  # out-of-fold agreement of the probe with the current labels
-
-
-def _content_key(record: ImageRecord) -> str:
-    return record.sha256 + ("" if record.crop is None else ":" + ",".join(map(str, record.crop)))
-
-
-def embed_records(ws: Workspace, records: list[ImageRecord], model: str = SuspectsConfig.model, batch_size: int = 16,
-                  progress: bool = False) -> tuple[dict[int, np.ndarray], set[int], int]:
-    """Embeddings of `records` (cache first): (image id → unit vector, ids that could not be read, newly embedded)."""
-    cached = ws.embeddings(model)
-    vectors: dict[int, np.ndarray] = {}
-    missing = []
-    for r in records:
-        hit = cached.get(r.id)
-        if hit is not None and hit[0] == _content_key(r):
-            vectors[r.id] = np.frombuffer(hit[1], dtype=np.float32)
-        else:
-            missing.append(r)
-    unreadable: set[int] = set()
-    if not missing:
-        return vectors, unreadable, 0
-    import torch
-
-    from classify import ClassifyError
-    from classify.data import decode
-    from classify.embed import Embedder
-    from curate.images import InvalidImage, crop, open_image
-
-    try:
-        embedder = Embedder(model)
-    except ClassifyError as err:
-        raise CurateError(f"cannot load model {model!r} for embeddings: {err}") from None
-    new: dict[int, np.ndarray] = {}
-    plain = [r for r in missing if r.crop is None]
-    if plain:
-        features, skipped = embedder.embed_paths([ws.abspath(r) for r in plain], batch_size, progress=progress)
-        bad = {str(p) for p, _ in skipped}
-        good = [r for r in plain if str(ws.abspath(r)) not in bad]
-        unreadable |= {r.id for r in plain if str(ws.abspath(r)) in bad}
-        new.update(zip((r.id for r in good), features))
-    for r in (r for r in missing if r.crop is not None):  # crops are few: one at a time
-        try:
-            pixels = decode(crop(open_image(ws.abspath(r)), r.crop), embedder.cache_size)
-        except (InvalidImage, ClassifyError):
-            unreadable.add(r.id)
-            continue
-        new[r.id] = embedder.embed_images(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None])[0]
-    by_id = {r.id: r for r in missing}
-    ws.set_embeddings(model, {i: (_content_key(by_id[i]), np.asarray(v, dtype=np.float32).tobytes()) for i, v in new.items()})
-    vectors.update({i: np.asarray(v, dtype=np.float32) for i, v in new.items()})
-    return vectors, unreadable, len(new)
-
-
-def near_duplicate_pairs(features: np.ndarray, threshold: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index pairs (i < j) with cosine similarity >= threshold, and their similarities (blocked, no N x N matrix)."""
-    found_i, found_j, found_s = [], [], []
-    for start in range(0, len(features), block):
-        sims = features[start:start + block] @ features[start:].T  # row i: features[start + i], column j: features[start + j]
-        i, j = np.nonzero(sims >= threshold)
-        keep = i < j
-        i, j = i[keep], j[keep]
-        found_i.append(i + start)
-        found_j.append(j + start)
-        found_s.append(sims[i, j])
-    if not found_i:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
 
 
 def probe_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int, groups: np.ndarray,

@@ -33,7 +33,8 @@ else
   $py -m curate --workspace "$workspace" scrape pizza sushi "pad thai" "apple pie" --per-class 60
 fi
 step "dedup"
-$py -m curate --workspace "$workspace" dedup
+# hash only: embedding every image with lite2 on a CPU would add about a minute (dedup --method both finds crops and mirrors too)
+$py -m curate --workspace "$workspace" dedup --method hash
 step "accept what passed the automatic checks"
 $py -m curate --workspace "$workspace" accept
 $py -m curate --workspace "$workspace" stats

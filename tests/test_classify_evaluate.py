@@ -55,3 +55,43 @@ def test_evaluate_cli_json(trained_bundle, tiny_data_session, tmp_path):
     assert {"accuracy", "top5", "average_position", "per_class"} <= set(result)
     assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
     assert (tmp_path / "ev" / "per_class.csv").read_text().count("\n") == 4
+
+
+def test_evaluate_against_lists_a_planted_near_twin(trained_bundle, tiny_data_session, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from classify.twins import NEAR_TWIN_BITS
+    from curate.dedup import DEFAULT_THRESHOLD_BITS
+
+    assert NEAR_TWIN_BITS == DEFAULT_THRESHOLD_BITS  # classify's leak check uses dedup's threshold
+
+    def against(train):
+        run = subprocess.run([sys.executable, "-m", "classify", "evaluate", "--model", str(trained_bundle),
+                              "--data", str(tiny_data_session), "--json", "--against", str(train)],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)
+
+    train = shutil.copytree(tiny_data_session / "train", tmp_path / "train")
+    before = against(train)
+    assert before["near_twins_in_train"] == len(before["near_twins"])
+    test_photo = sorted((tiny_data_session / "test").rglob("*.jpg"))[0]
+    image = Image.open(test_photo)
+    image.resize((image.width * 3 // 4, image.height * 3 // 4)).save(train / test_photo.parent.name / "twin.jpg", quality=70)
+    after = against(train)
+    assert after["near_twins_in_train"] == before["near_twins_in_train"] + 1
+    planted = [t for t in after["near_twins"] if t["train"].endswith("twin.jpg")]
+    assert len(planted) == 1 and planted[0]["test"] == str(test_photo) and planted[0]["bits"] <= NEAR_TWIN_BITS
+    assert after["accuracy"] == before["accuracy"]  # the check lists, it changes no score
+
+
+def test_evaluate_against_a_missing_folder_is_one_line(trained_bundle, tiny_data_session, tmp_path):
+    from badinput import assert_refused, run, tree_digest
+
+    before = tree_digest(tmp_path)
+    done = run("classify", "evaluate", "--model", str(trained_bundle), "--data", str(tiny_data_session),
+               "--against", str(tmp_path / "nope"))
+    assert_refused(done, "training folder not found")
+    assert tree_digest(tmp_path) == before

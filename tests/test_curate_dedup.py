@@ -4,7 +4,7 @@ import io
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from curate.dedup import HashIndex, _pairs_brute, _pairs_mih, dedup, find_groups, pairs_within
 from curate.hashing import hash_files, hash_image
@@ -76,19 +76,88 @@ def test_dedup_workspace_keeps_best_member_and_dry_run(tmp_path):
         bright = ws.add_image(jpeg_bytes(ImageEnhance.Brightness(original).enhance(1.15)), "Ramen", source="import")
         distinct = ws.add_image(jpeg_bytes(other), "Ramen", source="import")
         elsewhere = ws.add_image(jpeg_bytes(original, 70), "Pho", source="import")
-        dry = dedup(ws, dry_run=True, workers=1)
+        dry = dedup(ws, dry_run=True, workers=1, by="hash")
         assert dry.marked == 2 and all(r.status == "pending" for r in ws.list_images())
         assert ws.get(big.id).phash is not None  # hashes cached even in a dry run
-        report = dedup(ws, workers=1)
+        report = dedup(ws, workers=1, by="hash")
         assert report.groups == ((big.id, bright.id, small.id),) and report.hashed == 0  # most pixels first
         assert ws.get(small.id).duplicate_of == big.id and ws.get(bright.id).status == "duplicate"
         assert ws.get(distinct.id).status == "pending" and ws.get(elsewhere.id).status == "pending"
         # accepted beats bigger; scope all reaches across categories
         ws.set_status(elsewhere.id, "accepted")
-        report = dedup(ws, scope="all", workers=1)
+        report = dedup(ws, scope="all", workers=1, by="hash")
         assert report.groups[0][0] == elsewhere.id
         assert {ws.get(i).duplicate_of for i in (big.id, small.id, bright.id)} == {elsewhere.id}
         # rejecting the kept one frees its twins: the best remaining member is kept again
         ws.set_status(elsewhere.id, "rejected")
-        dedup(ws, scope="all", workers=1)
+        dedup(ws, scope="all", workers=1, by="hash")
         assert ws.get(big.id).status == "pending" and ws.get(small.id).duplicate_of == big.id
+
+
+def food_photos(root, n):
+    """n real food photos from n different classes (distinct dishes), as RGB images."""
+    classes = sorted(p for p in (root / "train").iterdir() if p.is_dir())[:n]
+    return [Image.open(sorted(c.glob("*.jpg"))[0]).convert("RGB") for c in classes]
+
+
+def edits(image):
+    """The three copies the perceptual hash misses: a 12 % crop, a mirror and a 5-degree rotation."""
+    w, h = image.size
+    return {"crop": image.crop((w * 6 // 100, h * 6 // 100, w * 94 // 100, h * 94 // 100)),
+            "mirror": ImageOps.mirror(image),
+            "rotation": image.rotate(5, resample=Image.Resampling.BICUBIC).crop((w // 20, h // 20, w - w // 20, h - h // 20))}
+
+
+def test_embedding_finds_crop_mirror_and_rotation_the_hash_misses(tmp_path, food_dev):
+    original, *others = food_photos(food_dev, 4)
+    with Workspace(tmp_path / "ws") as ws:
+        kept = ws.add_image(jpeg_bytes(original, 95), "Food", source="import")
+        copies = {name: ws.add_image(jpeg_bytes(image), "Food", source="import").id for name, image in edits(original).items()}
+        distinct = [ws.add_image(jpeg_bytes(image), "Food", source="import").id for image in others]
+        by_hash = dedup(ws, dry_run=True, workers=1, by="hash")
+        assert by_hash.hashed == 7  # phash alone links none of the three edits to the original (at most two edits)
+        assert all(kept.id not in g and copies["mirror"] not in g for g in by_hash.groups)
+        report = dedup(ws, workers=1, by="embedding")
+        assert report.embedded == 7 and report.hashed == 0
+        assert len(report.groups) == 1 and set(report.groups[0]) == {kept.id, *copies.values()}
+        assert report.groups[0][0] == kept.id  # the most pixels
+        assert all(ws.get(i).duplicate_of == kept.id for i in copies.values())
+        assert all(ws.get(i).status == "pending" for i in distinct)
+        again = dedup(ws, workers=1)  # both (the default): hashes and embeddings all from the cache
+        assert again.embedded == 0 and again.hashed == 0 and again.groups == report.groups
+
+
+def test_embedding_cache_is_suspects_own_and_mirror_invariant(tmp_path, food_dev):
+    from curate.embeddings import DEFAULT_MODEL, cached_vectors
+    from curate.suspects import SuspectsConfig
+
+    original = food_photos(food_dev, 1)[0]
+    with Workspace(tmp_path / "ws") as ws:
+        a = ws.add_image(jpeg_bytes(original, 95), "Food", source="import")
+        b = ws.add_image(jpeg_bytes(ImageOps.mirror(original), 95), "Food", source="import")
+        dedup(ws, workers=1, by="embedding")
+        assert SuspectsConfig.model == DEFAULT_MODEL and len(ws.embeddings(SuspectsConfig.model)) == 2
+        vectors = cached_vectors(ws, ws.list_images(), DEFAULT_MODEL)
+        assert float(vectors[a.id] @ vectors[b.id]) > 0.99  # the mean of photo and mirror: (nearly) one vector
+        ws.set_crop(a.id, (10, 10, 200, 200))
+        assert a.id not in cached_vectors(ws, ws.list_images(), DEFAULT_MODEL)  # a new crop is embedded again
+
+
+def test_cell_search_finds_planted_pairs_and_index_query():
+    from curate.dedup import EmbeddingIndex, near_duplicate_pairs, similar_pairs
+
+    rng = np.random.default_rng(0)
+    n, planted = 3000, 100
+    x = rng.standard_normal((n, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    src = rng.choice(n - planted, planted, replace=False)
+    x[n - planted:] = x[src] + 0.15 * rng.standard_normal((planted, 64)).astype(np.float32) / 8
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = set(zip(*[a.tolist() for a in near_duplicate_pairs(x, 0.9)[:2]]))
+    i, j, s = similar_pairs(x, 0.9, exact_max=500)  # cells: 2 sqrt(3000) ~ 110 of them
+    cells = set(zip(i.tolist(), j.tolist()))
+    assert len(cells) == len(i) and cells <= exact and len(cells) >= 0.9 * len(exact) >= 0.9 * planted
+    assert np.allclose(s, (x[i] * x[j]).sum(1), atol=1e-5)
+    index = EmbeddingIndex(x, exact_max=500)  # cells: sqrt(3000) ~ 55, 8 probed
+    ids, sims = index.query(x[-1], 0.9)
+    assert int(src[-1]) in ids.tolist() and ids[0] == n - 1 and np.all(np.diff(sims) <= 0)
