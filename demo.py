@@ -40,7 +40,7 @@ def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
     """FILE.csv with a header, the class in the first column, any facts after it → {class: {column: value}}."""
     path = Path(path)
     try:
-        rows = list(csv.reader(io.StringIO(read_text(path, "facts file"), newline="")))
+        rows = list(csv.reader(io.StringIO(read_text(path, "facts file"), newline=""), strict=True))  # strict: an unclosed quote is an error
     except csv.Error as error:
         raise ClassifyError(f"cannot read facts file {path}: {error}") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
@@ -307,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                   "or pass --model RUN_DIR", file=sys.stderr)
             return 2
         auth = parse_auth(args.auth)
+        facts = read_facts(args.facts) if args.facts else None
+        bundle_format.read(run_dir)  # a bad bundle or facts file is the problem to report, whatever the port
         problem = why_unservable(args.host, args.port)
         if problem:
             raise ClassifyError(f"cannot serve on {args.host}:{args.port}: {problem}")
-        facts = read_facts(args.facts) if args.facts else None
         demo = build_app(run_dir, facts)
     except ClassifyError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -77,6 +77,15 @@ def trained_bundle(tiny_data_session, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def own_bundle(trained_bundle, tmp_path) -> Path:
+    """A copy of trained_bundle for a test that writes into its bundle (`evaluate --out` on a held-out split adds
+    held_out.json): the shared one stays as trained."""
+    import shutil
+
+    return Path(shutil.copytree(trained_bundle, tmp_path / "own-bundle"))
+
+
+@pytest.fixture
 def food_dev() -> Path:
     if not (FOOD_DEV / "train").is_dir():
         pytest.skip(f"real food photos not found at {FOOD_DEV} (set PLATEKIT_FOOD_DEV)")

@@ -38,7 +38,8 @@ def test_ece_by_hand():
     assert counts.sum() == 3 and counts[13] == 2 and accuracy[13] == 0.5
 
 
-def test_training_fits_a_temperature_and_evaluate_reports_ece(trained_bundle, tiny_data_session, tmp_path):
+def test_training_fits_a_temperature_and_evaluate_reports_ece(own_bundle, tiny_data_session, tmp_path):
+    trained_bundle = own_bundle
     config = json.loads((trained_bundle / "config.json").read_text())
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
     assert config["calibrated"] is True and 0.05 <= config["temperature"] <= 20

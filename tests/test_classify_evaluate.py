@@ -44,8 +44,8 @@ def test_resolve_split_prefers_test(tmp_path):
     assert resolve_split(tmp_path) == tmp_path / "valid"
 
 
-def test_evaluate_cli_json(trained_bundle, tiny_data_session, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "classify", "evaluate", "--model", str(trained_bundle),
+def test_evaluate_cli_json(own_bundle, tiny_data_session, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "classify", "evaluate", "--model", str(own_bundle),
                           "--data", str(tiny_data_session), "--json", "--out", str(tmp_path / "ev")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr

@@ -69,8 +69,8 @@ def test_confusion_matrix_names_the_split_and_n_and_curves_mark_the_best_epoch()
         assert len(marks) == 1 and list(marks[0].get_xdata()) == [3, 3]
 
 
-def test_evaluate_out_lists_exactly_the_misclassified_images_worst_first(trained_bundle, tiny_data_session,
-                                                                         tmp_path):
+def test_evaluate_out_lists_exactly_the_misclassified_images_worst_first(trained_bundle, own_bundle,
+                                                                         tiny_data_session, tmp_path):
     # The tiny test split, with two red soups filed as green salad: those are wrong whatever else the model does.
     split = tmp_path / "test"
     shutil.copytree(tiny_data_session / "test", split)
@@ -84,12 +84,14 @@ def test_evaluate_out_lists_exactly_the_misclassified_images_worst_first(trained
             expected.append((-confidence, path.parent.name, top, str(path)))
     assert len(expected) >= 2
     out = tmp_path / "eval"
-    done = run("classify", "evaluate", "--model", trained_bundle, "--data", split, "--out", out)
+    done = run("classify", "evaluate", "--model", own_bundle, "--data", split, "--out", out)
     assert done.returncode == 0, done.stderr
     parser = ErrorRows()
     parser.feed((out / "errors.html").read_text())
     listed = [(-float(row["confidence"]), row["true"], row["predicted"], row["path"]) for row in parser.rows]
-    assert [row[1:] for row in listed] == [row[1:] for row in sorted(expected)]
+    # exactly the misclassified images (confidences can tie at 1.0 with a tiny model's fitted temperature: the
+    # order among ties is the report's own), worst first
+    assert sorted(row[1:] for row in listed) == sorted(row[1:] for row in expected)
     assert [c for c, *_ in listed] == sorted(c for c, *_ in listed)
     assert len(parser.images) == len(expected)
     assert (out / "errors.png").stat().st_size > 5000 and (out / "confusion_matrix.png").is_file()
