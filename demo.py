@@ -40,7 +40,8 @@ def read_facts(path: str | Path) -> dict[str, dict[str, str]]:
     """FILE.csv with a header, the class in the first column, any facts after it → {class: {column: value}}."""
     path = Path(path)
     try:
-        rows = list(csv.reader(io.StringIO(read_text(path, "facts file"), newline=""), strict=True))  # strict: an unclosed quote is an error
+        # strict: an unclosed quote is an error, not a cell that swallows the rest of the file
+        rows = list(csv.reader(io.StringIO(read_text(path, "facts file"), newline=""), strict=True))
     except csv.Error as error:
         raise ClassifyError(f"cannot read facts file {path}: {error}") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
