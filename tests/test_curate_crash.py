@@ -69,7 +69,7 @@ def test_kill_scrape_dedup_export(tmp_path, server):  # noqa: F811
     known = assert_consistent(ws_root, known)
     assert sum(1 for p in known if p.startswith("images/a/")) == 26  # 20 imported + the 6 good downloads
 
-    dedup_args = ["--workspace", str(ws_root), "dedup", "--workers", "2"]
+    dedup_args = ["--workspace", str(ws_root), "dedup", "--method", "hash", "--workers", "2"]
     for _ in range(3):
         kill_at_random(dedup_args, rng, 0.5, 2.0)
         known = assert_consistent(ws_root, known)
