@@ -22,10 +22,52 @@ def _environment(env=None) -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
 
 
-def run(package: str, *args, cwd=None, timeout=180, env=None) -> subprocess.CompletedProcess:
-    """`python -m package args...` in a real subprocess, with this checkout's code first on the path."""
-    return subprocess.run([sys.executable, "-m", package, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=_environment(env))
+def run(package: str, *args, cwd=None, timeout=180, env=None, fresh=False) -> subprocess.CompletedProcess:
+    """`python -m package args...`, with this checkout's code first on the path. By default the CLI's `main(argv)` runs
+    in this process with stdout and stderr captured (a fresh interpreter costs 3-7 s of CPU importing torch, and the
+    suite spawns dozens); an exception escaping `main` is printed as the traceback a user would see. `fresh=True`
+    spawns a real subprocess, for what only a process shows: the interpreter's own exit, signals, memory."""
+    if fresh:
+        return subprocess.run([sys.executable, "-m", package, *map(str, args)], capture_output=True, text=True,
+                              cwd=cwd, timeout=timeout, env=_environment(env))
+    return _call_main(package, [str(a) for a in args], cwd=cwd, timeout=timeout, env=env)
+
+
+def _call_main(package: str, argv: list[str], *, cwd, timeout, env) -> subprocess.CompletedProcess:
+    import contextlib
+    import importlib
+    import io
+    import signal
+    import traceback
+
+    main = importlib.import_module(package if package == "demo" else f"{package}.__main__").main
+    out, err = io.StringIO(), io.StringIO()
+
+    def expire(signum, frame):
+        raise subprocess.TimeoutExpired([package, *argv], timeout)
+
+    saved_env, previous = dict(os.environ), signal.signal(signal.SIGALRM, expire)
+    os.environ.update(env or {})
+    signal.alarm(int(timeout))
+    try:
+        with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse's usage errors, sys.exit in a command
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if isinstance(stop.code, str):
+                    print(stop.code, file=sys.stderr)
+            except subprocess.TimeoutExpired:
+                raise
+            except BaseException:  # what the interpreter would print before exiting 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess([package, *argv], code or 0, out.getvalue(), err.getvalue())
 
 
 def run_measured(package: str, *args, timeout=300) -> tuple[subprocess.CompletedProcess, int]:

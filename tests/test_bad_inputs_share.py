@@ -10,7 +10,9 @@ from badinput import assert_refused, run, tree_digest
 
 
 def export(bundle, fmt, out, *options, env=None):
-    return run("classify", "export", "--model", bundle, "--format", fmt, "--out", out, *options, env=env)
+    # huggingface_hub reads HF_ENDPOINT when it is first imported: a changed endpoint needs a fresh interpreter
+    return run("classify", "export", "--model", bundle, "--format", fmt, "--out", out, *options, env=env,
+               fresh=env is not None)
 
 
 def closed_port() -> int:
