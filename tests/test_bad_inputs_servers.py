@@ -185,8 +185,8 @@ def test_review_host_it_cannot_listen_on_is_one_line(workspace, host):
 
 
 def demo(*args, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "demo.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    """demo.py's main in this process (test_demo_port_in_use_is_one_line runs the real script)."""
+    return run("demo", *args, cwd=ROOT, timeout=timeout)
 
 
 @pytest.mark.parametrize("flag, value, words", [

@@ -1,15 +1,12 @@
 """The classify command line: bad input gives one clear line on stderr and a non-zero exit, never a traceback."""
-import subprocess
-import sys
-
 import pytest
 
+import badinput
 from conftest import make_image, make_imagefolder
 
 
 def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "classify", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return badinput.run("classify", *args, timeout=timeout)
 
 
 def assert_one_line_error(result, expected):
