@@ -18,6 +18,7 @@ import classify
 from classify import ClassifyError, images
 from classify import bundle as bundle_format
 from classify.explain import Explainer
+from classify.names import class_key
 from classify.options import PORT, Parser, number, read_text
 from classify.serving import guard, why_unservable
 
@@ -117,11 +118,6 @@ def model_card(predictor) -> str:
         ("Trained", str(bundle.created or "?")[:19].replace("T", " ")),
     ]
     return "### Model card\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows)
-
-
-def class_key(name: str) -> str:
-    """'Beef Tartare', 'beef_tartare' and 'beef-tartare' name the same class."""
-    return "_".join(name.lower().replace("-", " ").replace("_", " ").split())
 
 
 def facts_markdown(facts: dict[str, dict[str, str]] | None, name: str) -> str:

@@ -26,13 +26,13 @@ import os
 import re
 import sqlite3
 import threading
-import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from classify.names import folder_name  # one rule for category folders, shared with the demo's feedback
 from curate import CurateError
 
 MANIFEST = "manifest.sqlite"
@@ -110,8 +110,6 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
-_RESERVED_FOLDERS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -159,22 +157,6 @@ def to_int64(value: int) -> int:
 
 def to_uint64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
-
-
-def folder_name(category: str) -> str:
-    """A filesystem-safe folder name for a category: lower case, letters/digits/underscores only.
-
-    "Pad Thai" → "pad_thai", "phở" → "phở", "../etc" → "etc". Names that differ only by case or
-    punctuation map to the same base; Workspace.ensure_category adds a suffix to keep folders unique.
-    """
-    name = unicodedata.normalize("NFKC", category).casefold()
-    name = "".join(ch if ch.isalnum() else "_" for ch in name)
-    name = re.sub(r"_+", "_", name).strip("_")[:60]
-    if not name:
-        name = "category"
-    if name in _RESERVED_FOLDERS:
-        name += "_"
-    return name
 
 
 def _row_to_record(row: Sequence) -> ImageRecord:
