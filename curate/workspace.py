@@ -38,7 +38,7 @@ from curate import CurateError
 MANIFEST = "manifest.sqlite"
 IMAGES_DIR = "images"
 STATUSES = ("pending", "accepted", "rejected", "duplicate")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Migration N brings the schema from version N-1 to N; append, never edit a released one.
 MIGRATIONS: dict[int, str] = {
@@ -108,6 +108,11 @@ MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE decisions ADD COLUMN batch INTEGER;         -- decisions of one bulk action share it: undone together
     """,
+    4: """
+    ALTER TABLE images ADD COLUMN predicted_label TEXT;        -- demo feedback: the class the model gave the photo
+    ALTER TABLE images ADD COLUMN predicted_probability REAL;  -- and its probability, 0..1
+    ALTER TABLE images ADD COLUMN given_label TEXT;            -- demo feedback: what the user said it is
+    """,
 }
 
 
@@ -136,6 +141,10 @@ class ImageRecord:
     suspicion: float | None = None  # 0..1, higher = more likely wrong; None until `curate suspects` ran
     suggested_label: str | None = None
     suspicion_reason: str | None = None
+    # from a photo sent back through the demo (source "demo-feedback"): what the model said, what the user said
+    predicted_label: str | None = None
+    predicted_probability: float | None = None
+    given_label: str | None = None
 
     @property
     def pixels(self) -> int:
@@ -322,14 +331,16 @@ class Workspace:
 
     def add_image(self, data: bytes, category: str, *, source: str, query: str | None = None,
                   source_url: str | None = None, info=None, flags: Sequence[str] = (),
-                  phash: int | None = None, status: str = "pending") -> ImageRecord | None:
+                  phash: int | None = None, status: str = "pending",
+                  predicted: tuple[str, float] | None = None, given_label: str | None = None) -> ImageRecord | None:
         """Store image bytes as a new original and record it; None if identical bytes are already stored
         (then `source_url` is remembered as another URL of that image, so `has_url` knows it).
 
         `info` is the curate.images.ImageInfo from validating `data` (validated here when None).
         The file is written under a temporary name and linked into place (never overwriting
         anything), then recorded in one transaction; a crash in between leaves only a file
-        that the next add of the same bytes adopts.
+        that the next add of the same bytes adopts. `predicted` (class, probability) and `given_label` record
+        a demo user's verdict on the photo.
         """
         from curate.images import inspect_bytes  # images imports nothing from here; keep load order simple
 
@@ -366,11 +377,12 @@ class Workspace:
                 return None
             cur = db.execute(
                 "INSERT INTO images (path, category, status, source, query, source_url, sha256, phash, width,"
-                " height, bytes, format, flags, crop, duplicate_of, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                " height, bytes, format, flags, crop, duplicate_of, created_at, updated_at, predicted_label,"
+                " predicted_probability, given_label)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
                 (rel, category.strip(), status, source, query, source_url, info.sha256,
                  None if phash is None else to_int64(phash), info.width, info.height, info.bytes,
-                 info.format, ",".join(flags), stamp, stamp))
+                 info.format, ",".join(flags), stamp, stamp, *(predicted or (None, None)), given_label))
             return self.get(cur.lastrowid)
 
     # -- reading ---------------------------------------------------------------------------
