@@ -6,12 +6,12 @@ import csv
 import hashlib
 import io
 import os
-import threading
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from classify import ClassifyError, images
+from classify.files import write_new
 from classify.names import class_key, folder_name
 
 LOG_FILE = "feedback.csv"
@@ -85,30 +85,11 @@ def record(folder: str | Path, data: bytes, label: str, prediction, classes: lis
                       None if prediction.menu_score is None else round(float(prediction.menu_score), 4), label,
                       "right" if label == predicted else "wrong")
     try:
-        _write_new(folder / name, data)
+        write_new(folder / name, data)
         _append(folder / LOG_FILE, verdict)
     except OSError as error:  # disk full, permissions: the row is written last, so no row points at a missing photo
         raise ClassifyError(f"cannot keep feedback in {folder}: {error.strerror or error}") from None
     return verdict
-
-
-def _write_new(target: Path, data: bytes) -> None:
-    """`data` at `target`, written under a temporary name and linked into place: never overwrites a file (the same
-    name is the same bytes, since names are sha256s) and never leaves a half-written one."""
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
-    try:
-        with open(tmp, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.link(tmp, target)
-    except FileExistsError:  # another request kept the same photo a moment ago
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _append(log: Path, verdict: Verdict) -> None:
@@ -116,7 +97,7 @@ def _append(log: Path, verdict: Verdict) -> None:
     whole at the end, so concurrent requests (threads or processes) never interleave rows. The header is linked
     into place with the file, so no row can land before it."""
     if not log.exists():
-        _write_new(log, _csv_line(COLUMNS))
+        write_new(log, _csv_line(COLUMNS))
     line = _csv_line(["" if value is None else value for value in astuple(verdict)])
     descriptor = os.open(log, os.O_WRONLY | os.O_APPEND)
     try:

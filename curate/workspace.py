@@ -22,7 +22,6 @@ threads): calls are serialised by one lock around one connection.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -32,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from classify.files import write_new
 from classify.names import folder_name  # one rule for category folders, shared with the demo's feedback
 from curate import CurateError
 
@@ -352,24 +352,14 @@ class Workspace:
         folder = self.ensure_category(category)
         rel = f"{IMAGES_DIR}/{folder}/{info.sha256[:20]}.{info.extension}"
         target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             if target.read_bytes() != data:  # astronomically unlikely: same 80-bit prefix, other bytes
                 raise CurateError(f"{rel} exists with other content; not overwriting it")
         else:
-            tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.link(tmp, target)  # fails rather than overwrite
-            except FileExistsError:
-                pass
+                write_new(target, data)
             except OSError as err:  # disk full, read-only, quota: nothing of this image is kept
                 raise CurateError(f"cannot store images in {target.parent}: {err.strerror or err}") from None
-            finally:
-                tmp.unlink(missing_ok=True)
         stamp = now()
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM images WHERE sha256 = ?", (info.sha256,)).fetchone():
