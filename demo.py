@@ -336,7 +336,7 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
         with gr.Row():
             with gr.Column(elem_id="input-column"):
                 image = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo",
-                                 height=360)
+                                 height=360, elem_id="photo")
                 examples = example_images(run_dir)
                 if examples:
                     gr.Examples(examples, inputs=image, label="Examples from the training bundle",

@@ -246,6 +246,17 @@ def test_ui_shows_the_heat_map_and_hides_it_when_toggled_off(page, trained_bundl
     heat_map.wait_for(state="visible", timeout=30_000)
 
 
+def test_ui_at_phone_width_shows_the_result_before_the_examples(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.wait_for_function("() => document.querySelector('#input-column').getBoundingClientRect().width === 0")
+        top = {name: page.locator(f"#{name}").bounding_box()["y"] for name in ("prediction", "examples")}
+        photo = page.locator("#photo").bounding_box()
+        assert photo["y"] < top["prediction"] < top["examples"]
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_ui_non_image_upload_shows_a_message(page, tmp_path):
     # A .txt is refused by the page itself; a file named .jpg that is not one reaches the server, which answers
     # with a message for the user instead of a traceback.
@@ -360,6 +371,14 @@ def test_api_feedback_keeps_the_photo_and_refuses_what_is_not_one(client, server
     with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the server's cap, told to clients
         client.predict(handle_file(str(big)), "green_salad", api_name="/feedback")
     assert files_under(feedback_dir) == before and len(feedback_rows(feedback_dir)) == rows
+
+
+def test_right_of_a_photo_off_the_menu_keeps_nothing(predictor, tmp_path):
+    paper = make_nonfood(tmp_path / "receipt.png", seed=5)
+    assert demo.keep_feedback(predictor, tmp_path / "fb", {"path": str(paper)}, None) is None
+    assert "nothing was kept" in demo.feedback_message(None) and not (tmp_path / "fb").exists()
+    kept = demo.keep_feedback(predictor, tmp_path / "fb", {"path": str(paper)}, "receipt")  # a label: kept
+    assert kept.predicted in predictor.classes and (tmp_path / "fb" / kept.file).read_bytes() == paper.read_bytes()
 
 
 def test_feedback_is_off_by_default(trained_bundle):
