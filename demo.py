@@ -215,7 +215,8 @@ FEEDBACK_NOTICE = ("**Feedback is on:** a photo you mark *Right* or *Wrong* is k
 
 def keep_feedback(predictor, folder: Path, payload, label: str | None) -> feedback.Verdict | None:
     """Keep the uploaded photo, byte for byte as sent, with what the model says of it and `label` (None: "Right",
-    the model's top class). None when "Right" is said of a photo the model named no dish for: nothing is kept."""
+    the model's top class); never one of the bundle's own examples. None when "Right" is said of a photo the model
+    named no dish for: nothing is kept."""
     prediction = top_k(predictor, open_upload(payload))  # decodes it whole: a damaged photo is refused here
     if label is None:
         if not prediction.on_menu:
@@ -224,7 +225,8 @@ def keep_feedback(predictor, folder: Path, payload, label: str | None) -> feedba
     source, _ = upload_source(payload)
     data = source.read_bytes() if isinstance(source, Path) else source.getvalue()
     try:
-        return feedback.record(folder, data, label, prediction, predictor.classes)
+        return feedback.record(folder, data, label, prediction, predictor.classes,
+                               refused=feedback.own_photos(predictor.run_dir))
     except ClassifyError as error:
         raise user_error(f"{str(error)[:1].upper()}{str(error)[1:]}.", title="Cannot keep this") from None
 

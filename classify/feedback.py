@@ -66,18 +66,29 @@ def clean_label(text: str, classes: list[str] = ()) -> str:
     return {class_key(name): name for name in classes}.get(class_key(label), label)
 
 
-def record(folder: str | Path, data: bytes, label: str, prediction, classes: list[str] = ()) -> Verdict:
+def own_photos(run_dir: str | Path) -> frozenset[str]:
+    """The sha256s of a bundle's examples/: photos of its own valid split, which the demo offers as examples."""
+    return frozenset(hashlib.sha256(path.read_bytes()).hexdigest()
+                     for path in sorted(Path(run_dir, "examples").rglob("*")) if path.is_file())
+
+
+def record(folder: str | Path, data: bytes, label: str, prediction, classes: list[str] = (),
+           refused: frozenset[str] = frozenset()) -> Verdict:
     """Keep `data` (the photo's bytes as received) under folder/<label>/ and append its row to feedback.csv.
 
     `prediction` is the classify.predict.Prediction the model gave these bytes. Raises ClassifyError, writing
-    nothing, when `data` is not an image platekit reads or the label is unusable. Safe to call from many threads
-    and processes at once: files are named by content and linked into place, and each row is one O_APPEND write.
+    nothing, when `data` is not an image platekit reads, the label is unusable, or its sha256 is in `refused` (the
+    model's own photos, `own_photos`: a verdict on one teaches it nothing, and taken back into a dataset it would be
+    a near-twin of a valid photo). Safe to call from many threads and processes at once: files are named by content
+    and linked into place, and each row is one O_APPEND write.
     """
     folder = Path(folder)
     label = clean_label(label, classes)
     image = images.open_lazy(data)  # header only: the prediction has decoded it already
     extension = images.EXTENSIONS[image.format]
     sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 in refused:
+        raise ClassifyError("this is one of the model's own example photos, so nothing was kept: try a photo of yours")
     name = f"{folder_name(label)}/{sha256}.{extension}"
     predicted, probability = prediction.top[0]
     verdict = Verdict(datetime.now(timezone.utc).isoformat(timespec="seconds"), name, sha256, predicted,

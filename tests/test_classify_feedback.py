@@ -36,6 +36,9 @@ def test_a_correction_keeps_the_bytes_and_appends_a_row(tmp_path):
     assert verdicts == [wrong, right, other] and bad == 0
     assert (wrong.predicted, wrong.probability, wrong.menu_score, right.menu_score) == ("red_soup", 0.8123, 0.73, None)
     assert (folder / feedback.LOG_FILE).read_text().splitlines()[0] == ",".join(feedback.COLUMNS)
+    with pytest.raises(ClassifyError, match="own example photos"):  # e.g. the bundle's examples/
+        feedback.record(folder, data, "red_soup", SOUP, CLASSES, refused=frozenset({sha256}))
+    assert len(feedback.read_log(folder)[0]) == 3
 
 
 def test_labels_cannot_leave_the_folder_and_refusals_write_nothing(tmp_path):

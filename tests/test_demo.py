@@ -297,22 +297,30 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
+def new_photo(bundle: Path, name: str, folder: Path) -> Path:
+    """A photo of class `name` that is not one of the bundle's own (those are never kept): an example's pixels
+    saved as PNG, so the tiny model still gets it right."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.open(example(bundle, name)).save(folder / f"{name}.png")
+    return folder / f"{name}.png"
+
+
 def choose(page, dropdown: str, option: str) -> None:
     page.click(f"{dropdown} input")
     options = page.get_attribute(f"{dropdown} input", "aria-controls")  # the list that belongs to this dropdown
     page.locator(f'#{options} li[role=option][aria-label="{option}"]').click()
 
 
-def test_ui_right_keeps_the_photo_as_sent_and_logs_it(page, trained_bundle, predictor, feedback_dir):
+def test_ui_right_keeps_the_photo_as_sent_and_logs_it(page, trained_bundle, predictor, feedback_dir, tmp_path):
     assert "a photo you mark Right or Wrong is kept" in page.locator("#feedback-notice").inner_text()
-    soup = example(trained_bundle, "red_soup")
+    soup = new_photo(trained_bundle, "red_soup", tmp_path)
     upload(page, soup)
     wait_for_text(page, "#prediction", "red soup")
     page.locator("#feedback-right").click()
     assert "Kept as red soup." in wait_for_text(page, "#feedback-status", "Kept as")
     row = feedback_rows(feedback_dir)[-1]
     assert (row["label"], row["predicted"], row["verdict"]) == ("red_soup", "red_soup", "right")
-    assert row["sha256"] == sha256_of(soup) and row["file"] == f"red_soup/{row['sha256']}.jpg"
+    assert row["sha256"] == sha256_of(soup) and row["file"] == f"red_soup/{row['sha256']}.png"
     assert (feedback_dir / row["file"]).read_bytes() == soup.read_bytes()  # the bytes sent, not a re-encoded copy
     assert float(row["probability"]) == pytest.approx(predictor.predict(soup)[0][1], abs=1e-3)
     assert float(row["menu_score"]) == pytest.approx(predictor.prediction(soup).menu_score, abs=1e-3)
@@ -323,7 +331,7 @@ def test_ui_wrong_keeps_the_correction_and_curate_imports_it_pending(page, train
     from curate.review import View, meta_html
     from curate.workspace import Workspace
 
-    cheese = example(trained_bundle, "blue_cheese")
+    cheese = new_photo(trained_bundle, "blue_cheese", tmp_path / "sent")
     upload(page, cheese)
     wait_for_text(page, "#prediction", "blue cheese")
     page.wait_for_function("() => document.querySelector('#feedback-status').innerText.trim() === ''")  # a new photo
@@ -352,7 +360,7 @@ def test_api_feedback_keeps_the_photo_and_refuses_what_is_not_one(client, server
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    salad = example(trained_bundle, "green_salad")
+    salad = new_photo(trained_bundle, "green_salad", tmp_path)
     row = client.predict(handle_file(str(salad)), "Blue Cheese", api_name="/feedback")
     assert (row["label"], row["predicted"], row["verdict"]) == ("blue_cheese", "green_salad", "wrong")
     assert row["sha256"] == sha256_of(salad) and (feedback_dir / row["file"]).read_bytes() == salad.read_bytes()
@@ -366,8 +374,10 @@ def test_api_feedback_keeps_the_photo_and_refuses_what_is_not_one(client, server
         client.predict(handle_file(str(text)), "pho", api_name="/feedback")
     with pytest.raises(AppError, match="Say what it is"):
         client.predict(handle_file(str(salad)), " ", api_name="/feedback")
+    with pytest.raises(AppError, match="one of the model's own example photos, so nothing was kept"):
+        client.predict(handle_file(str(example(trained_bundle, "green_salad"))), "green_salad", api_name="/feedback")
     big = tmp_path / "big.jpg"
-    big.write_bytes(salad.read_bytes() + os.urandom(UPLOAD_CAP_MB * 1024 * 1024))
+    big.write_bytes(example(trained_bundle, "green_salad").read_bytes() + os.urandom(UPLOAD_CAP_MB * 1024 * 1024))
     with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the server's cap, told to clients
         client.predict(handle_file(str(big)), "green_salad", api_name="/feedback")
     assert files_under(feedback_dir) == before and len(feedback_rows(feedback_dir)) == rows
