@@ -242,7 +242,8 @@ def feedback_message(verdict: feedback.Verdict | None) -> str:
 
 
 def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
-    """The "Right" button and the "Wrong? It is …" dropdown under the prediction, shown once there is a photo."""
+    """The "Right" button and the "Wrong? It is …" dropdown under the prediction, shown once there is a photo, and
+    the same as the /feedback API."""
     with gr.Column(visible=False, variant="panel", elem_id="feedback") as panel:
         with gr.Row():
             right = gr.Button("Right", variant="primary", size="md", elem_id="feedback-right", scale=0, min_width=100)
@@ -271,6 +272,14 @@ def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
                 preprocess=False, api_visibility="private")
     send.click(say_wrong, [image, choice, other], status, preprocess=False, api_visibility="private")
     other.submit(say_wrong, [image, choice, other], status, preprocess=False, api_visibility="private")
+
+    def send_feedback(image: FileData, label: str) -> dict:
+        """Keep the photo, as sent, in the feedback folder with `label` (what it is) and what the model said of it:
+        the row written to feedback.csv, {"time", "file", "sha256", "predicted", "probability", "menu_score",
+        "label", "verdict"}."""
+        return asdict(keep_feedback(predictor, folder, image, label))
+
+    gr.api(send_feedback, api_name="feedback")
 
 
 # --- the app ----------------------------------------------------------------------------------------------------
@@ -324,12 +333,6 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
         """{"predictions": [{"label", "probability"}, ...], "on_menu": bool, "menu_score": s}, as predict --json."""
         return top_k(predictor, open_upload(image)).to_json()
 
-    def send_feedback(image: FileData, label: str) -> dict:
-        """Keep the photo, as sent, in the feedback folder with `label` (what it is) and what the model said of it:
-        the row written to feedback.csv, {"time", "file", "sha256", "predicted", "probability", "menu_score",
-        "label", "verdict"}."""
-        return asdict(keep_feedback(predictor, folder, image, label))
-
     title = f"platekit: what's on the plate? ({len(predictor.classes)} dishes)"
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload a food photo, take one with the webcam or paste one from the clipboard.")
@@ -361,8 +364,6 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                     preprocess=False, api_visibility="private")
         gr.api(predict, api_name="predict")
         gr.api(classify_photo, api_name="classify")
-        if folder is not None:
-            gr.api(send_feedback, api_name="feedback")
     return demo
 
 
