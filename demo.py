@@ -8,6 +8,7 @@ import io
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
@@ -15,9 +16,10 @@ from gradio import FileData
 from PIL import Image
 
 import classify
-from classify import ClassifyError, images
+from classify import ClassifyError, feedback, images
 from classify import bundle as bundle_format
 from classify.explain import Explainer
+from classify.names import class_key
 from classify.options import PORT, Parser, number, read_text
 from classify.serving import guard, why_unservable
 
@@ -29,6 +31,15 @@ CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 EXAMPLES_PER_CLASS = 2
 STRATEGIES = {"all": "frozen (head trained)", "partial": "last stages fine-tuned", "none": "fully fine-tuned"}
 TRAIN_HINT = "python -m classify train --data DATA --out runs/food"
+# Below this width Gradio stacks the two columns; the photo's column then opens up (display: contents) so its
+# examples can move after the result: on a phone the result comes right under the photo, not 16 thumbnails down.
+CSS = """
+@media (max-width: 700px) {
+  #input-column { display: contents; }
+  #input-column > *, #result-column { flex: 1 1 100%; }
+  #examples { order: 1; }
+}
+"""
 
 
 # --- the bundle and the facts file ------------------------------------------------------------------------------
@@ -119,11 +130,6 @@ def model_card(predictor) -> str:
     return "### Model card\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows)
 
 
-def class_key(name: str) -> str:
-    """'Beef Tartare', 'beef_tartare' and 'beef-tartare' name the same class."""
-    return "_".join(name.lower().replace("-", " ").replace("_", " ").split())
-
-
 def facts_markdown(facts: dict[str, dict[str, str]] | None, name: str) -> str:
     if facts is None:
         return ""
@@ -136,25 +142,30 @@ def facts_markdown(facts: dict[str, dict[str, str]] | None, name: str) -> str:
 
 # --- one prediction ---------------------------------------------------------------------------------------------
 
-def user_error(message: str) -> gr.Error:
+def user_error(message: str, title: str = "Cannot classify this") -> gr.Error:
     """Shown in the UI (and returned to API clients) as is; a bad upload is no reason for a server traceback."""
-    return gr.Error(message, title="Cannot classify this", print_exception=False)
+    return gr.Error(message, title=title, print_exception=False)
+
+
+def upload_source(payload) -> tuple[Path | io.BytesIO, str]:
+    """Where the uploaded file's bytes are, as sent (a Gradio FileData dict's path, or a data: URL from the
+    webcam/clipboard decoded), and its name. Gradio has already refused paths that were not uploaded
+    (InvalidPathError) and files over max_file_size."""
+    if isinstance(payload, dict) and payload.get("path"):
+        path = Path(payload["path"])
+        return path, payload.get("orig_name") or path.name
+    if isinstance(payload, dict) and str(payload.get("url") or "").startswith("data:"):
+        try:
+            return io.BytesIO(base64.b64decode(payload["url"].split(",", 1)[1])), "image"
+        except (IndexError, ValueError):
+            raise user_error("The image data could not be read; try uploading the file instead.") from None
+    raise user_error("No image received: upload a photo, take one with the webcam or paste one.")
 
 
 def open_upload(payload) -> Image.Image:
-    """The uploaded file (a Gradio FileData dict, or a data: URL from the webcam/clipboard) as a lazily decoded
-    PIL image. Raises gr.Error with a message for the user for anything that is not a readable image.
-    Gradio has already refused paths that were not uploaded (InvalidPathError) and files over max_file_size."""
-    if isinstance(payload, dict) and payload.get("path"):
-        path = Path(payload["path"])
-        source, name = path, payload.get("orig_name") or path.name
-    elif isinstance(payload, dict) and str(payload.get("url") or "").startswith("data:"):
-        try:
-            source, name = io.BytesIO(base64.b64decode(payload["url"].split(",", 1)[1])), "image"
-        except (IndexError, ValueError):
-            raise user_error("The image data could not be read; try uploading the file instead.") from None
-    else:
-        raise user_error("No image received: upload a photo, take one with the webcam or paste one.")
+    """The uploaded file as a lazily decoded PIL image. Raises gr.Error with a message for the user for anything
+    that is not a readable image."""
+    source, name = upload_source(payload)
     try:
         return images.open_lazy(source)
     except images.ImageError as error:
@@ -195,11 +206,90 @@ def verdict_markdown(prediction, n_dishes: int) -> str:
     return ""
 
 
+# --- feedback: "Right" and "Wrong? It is …" ---------------------------------------------------------------------
+
+SOMETHING_ELSE = "__something_else__"  # the dropdown's last choice, which opens a box to type the dish in
+FEEDBACK_NOTICE = ("**Feedback is on:** a photo you mark *Right* or *Wrong* is kept on this server, with your answer, "
+                   "to improve the model.")
+
+
+def keep_feedback(predictor, folder: Path, payload, label: str | None) -> feedback.Verdict | None:
+    """Keep the uploaded photo, byte for byte as sent, with what the model says of it and `label` (None: "Right",
+    the model's top class); never one of the bundle's own examples. None when "Right" is said of a photo the model
+    named no dish for: nothing is kept."""
+    prediction = top_k(predictor, open_upload(payload))  # decodes it whole: a damaged photo is refused here
+    if label is None:
+        if not prediction.on_menu:
+            return None
+        label = prediction.top[0][0]
+    source, _ = upload_source(payload)
+    data = source.read_bytes() if isinstance(source, Path) else source.getvalue()
+    try:
+        return feedback.record(folder, data, label, prediction, predictor.classes,
+                               refused=feedback.own_photos(predictor.run_dir))
+    except ClassifyError as error:
+        raise user_error(f"{str(error)[:1].upper()}{str(error)[1:]}.", title="Cannot keep this") from None
+
+
+def feedback_message(verdict: feedback.Verdict | None) -> str:
+    if verdict is None:
+        return ("The model named none of its dishes here, so nothing was kept: if it is one, pick it under "
+                "**Wrong? It is …**")
+    if verdict.verdict == "right":
+        return f"Kept as **{display_name(verdict.label)}**. Thank you!"
+    return (f"Kept as **{display_name(verdict.label)}** (the model said {display_name(verdict.predicted)}, "
+            f"{100 * verdict.probability:.0f}%). Thank you!")
+
+
+def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
+    """The "Right" button and the "Wrong? It is …" dropdown under the prediction, shown once there is a photo, and
+    the same as the /feedback API."""
+    with gr.Column(visible=False, variant="panel", elem_id="feedback") as panel:
+        with gr.Row():
+            right = gr.Button("Right", variant="primary", size="md", elem_id="feedback-right", scale=0, min_width=100)
+            choice = gr.Dropdown([(display_name(name), name) for name in predictor.classes]
+                                 + [("something else: …", SOMETHING_ELSE)], value=None, label="Wrong? It is …",
+                                 elem_id="feedback-wrong", scale=3, min_width=150)
+            send = gr.Button("Send correction", size="md", elem_id="feedback-send", scale=0, min_width=150)
+        with gr.Row(visible=False) as other_row:
+            other = gr.Textbox(label="Something else:", placeholder="the dish's name",
+                               max_length=feedback.MAX_LABEL_CHARS, elem_id="feedback-other")
+        status = gr.Markdown(elem_id="feedback-status")
+
+    def on_new_photo(payload):
+        return {panel: gr.update(visible=payload is not None), status: "", choice: None, other: "",
+                other_row: gr.update(visible=False)}
+
+    def say_wrong(payload, picked, typed):
+        label = typed if picked == SOMETHING_ELSE else picked
+        return feedback_message(keep_feedback(predictor, folder, payload, label or ""))
+
+    image.change(on_new_photo, image, [panel, status, choice, other, other_row], preprocess=False,
+                 api_visibility="private", queue=False)
+    choice.change(lambda picked: gr.update(visible=picked == SOMETHING_ELSE), choice, other_row,
+                  api_visibility="private", queue=False)
+    right.click(lambda payload: feedback_message(keep_feedback(predictor, folder, payload, None)), image, status,
+                preprocess=False, api_visibility="private")
+    send.click(say_wrong, [image, choice, other], status, preprocess=False, api_visibility="private")
+    other.submit(say_wrong, [image, choice, other], status, preprocess=False, api_visibility="private")
+
+    def send_feedback(image: FileData, label: str) -> dict:
+        """Keep the photo, as sent, in the feedback folder with `label` (what it is) and what the model said of it:
+        the row written to feedback.csv, {"time", "file", "sha256", "predicted", "probability", "menu_score",
+        "label", "verdict"}."""
+        return asdict(keep_feedback(predictor, folder, image, label))
+
+    gr.api(send_feedback, api_name="feedback")
+
+
 # --- the app ----------------------------------------------------------------------------------------------------
 
-def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = None) -> gr.Blocks:
-    """The demo for one bundle; the model is loaded here, once. Raises ClassifyError for a bad bundle."""
+def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = None,
+              feedback_dir: str | Path | None = None) -> gr.Blocks:
+    """The demo for one bundle; the model is loaded here, once. Raises ClassifyError for a bad bundle. With
+    `feedback_dir`, users can say whether a prediction was right, and their photos are kept there."""
     run_dir = Path(run_dir)
+    folder = feedback.open_folder(feedback_dir) if feedback_dir is not None else None
     predictor = classify.load(run_dir)
     if facts is not None and not {class_key(name) for name in facts} & {class_key(name) for name in predictor.classes}:
         raise ClassifyError(f"the facts file names none of the model's classes ({', '.join(predictor.classes[:5])}"
@@ -246,17 +336,21 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
     title = f"platekit: what's on the plate? ({len(predictor.classes)} dishes)"
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload a food photo, take one with the webcam or paste one from the clipboard.")
+        if folder is not None:
+            gr.Markdown(FEEDBACK_NOTICE, elem_id="feedback-notice")
         with gr.Row():
-            with gr.Column():
+            with gr.Column(elem_id="input-column"):
                 image = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo",
-                                 height=360)
+                                 height=360, elem_id="photo")
                 examples = example_images(run_dir)
                 if examples:
                     gr.Examples(examples, inputs=image, label="Examples from the training bundle",
-                                examples_per_page=2 * EXAMPLES_PER_CLASS * 4)
-            with gr.Column():
+                                examples_per_page=2 * EXAMPLES_PER_CLASS * 4, elem_id="examples")
+            with gr.Column(elem_id="result-column"):
                 verdict = gr.Markdown(elem_id="verdict")
                 label = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="prediction")
+                if folder is not None:
+                    feedback_panel(predictor, folder, image)
                 show_heat_map = gr.Checkbox(True, label="Show where the model looked (heat map)", elem_id="heat-toggle",
                                             visible=explainer is not None)
                 heat_map = gr.Image(type="pil", label="Where it looked: the top class, on the crop the model saw",
@@ -294,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     parser.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     parser.add_argument("--facts", metavar="FILE.csv", help="CSV: class, then any columns (calories, protein, ...)")
+    parser.add_argument("--feedback", metavar="DIR", help="let users say whether a prediction was right; keep their "
+                        "photos and answers in DIR (for `python -m curate import DIR`)")
     parser.add_argument("--max-upload-mb", type=number(float, 0, None, low_open=True), default=MAX_UPLOAD_MB,
                         help=f"refuse bigger uploads and requests, in MB (default {MAX_UPLOAD_MB})")
     return parser
@@ -309,11 +405,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         auth = parse_auth(args.auth)
         facts = read_facts(args.facts) if args.facts else None
-        bundle_format.read(run_dir)  # a bad bundle or facts file is the problem to report, whatever the port
+        bundle_format.read(run_dir)  # a bad bundle, facts file or feedback folder is the problem to report first
+        if args.feedback is not None:
+            feedback.open_folder(args.feedback)
         problem = why_unservable(args.host, args.port)
         if problem:
             raise ClassifyError(f"cannot serve on {args.host}:{args.port}: {problem}")
-        demo = build_app(run_dir, facts)
+        demo = build_app(run_dir, facts, args.feedback)
     except ClassifyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -323,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=256).launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=max_bytes,
-            allowed_paths=[str(run_dir / "examples")], app_kwargs={"middleware": middleware})
+            allowed_paths=[str(run_dir / "examples")], app_kwargs={"middleware": middleware}, css=CSS)
     except OSError as error:  # taken since the check above
         print(f"error: cannot serve on {args.host}:{args.port}: {why_unservable(args.host, args.port) or error}",
               file=sys.stderr)

@@ -1,4 +1,5 @@
-"""`import`: copy images in from an ImageFolder tree, a .zip of one, a flat folder or a Hugging Face dataset."""
+"""`import`: copy images in from an ImageFolder tree, a .zip of one, a flat folder, a Hugging Face dataset or the
+feedback folder of a demo (`demo.py --feedback DIR`)."""
 from __future__ import annotations
 
 import re
@@ -11,6 +12,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from tqdm import tqdm
 
+from classify import ClassifyError, feedback
 from curate import CurateError
 from curate.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
@@ -22,8 +24,13 @@ OTHER_IMAGE_SUFFIXES = {".jxl", ".svg", ".dng", ".cr2", ".nef", ".arw", ".raw"}
 SPLIT_NAMES = {"train", "training", "valid", "val", "validation", "test", "testing", "dev"}
 # Why a file of the source was never read (counted in ImportReport.skipped): dot files and macOS resource forks,
 # names that are not images, image formats not supported, zip entries whose path would leave the tree (absolute,
-# "..", a drive letter), zip entries named twice, and folder entries that are not regular files (fifos, sockets).
-SKIP_REASONS = ("hidden", "no_image_suffix", "unsupported_format", "unsafe_path", "duplicate_name", "not_a_file")
+# "..", a drive letter), zip entries named twice, and folder entries that are not regular files (fifos, sockets);
+# in a demo's feedback folder, photos no row of feedback.csv names, photos whose verdict a later one replaced, and
+# rows of the log that cannot be read.
+SKIP_REASONS = ("hidden", "no_image_suffix", "unsupported_format", "unsafe_path", "duplicate_name", "not_a_file",
+                "not_in_feedback_log", "superseded", "bad_feedback_row")
+# The source of photos sent back from the demo: the manifest keeps what the model said beside what the user said.
+FEEDBACK_SOURCE = "demo-feedback"
 # Why a zip entry could not be read (counted per category like the image checks of curate.images).
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError)
 
@@ -35,6 +42,10 @@ class Item:
     category: str
     origin: str
     read: Callable[[], bytes]
+    source: str = "import"
+    sha256: str | None = None  # the bytes expected (a feedback log names them), or None
+    predicted: tuple[str, float] | None = None  # demo feedback: the model's class and probability
+    given_label: str | None = None  # demo feedback: what the user said
 
 
 @dataclass
@@ -124,6 +135,33 @@ def _items_from_dir(root: Path, category: str | None, skipped: Counter) -> Itera
         yield Item(cat, str(path), lambda path=path: _read_file(path))
 
 
+def _items_from_feedback(root: Path, skipped: Counter) -> Iterator[Item]:
+    """The photos of a demo's feedback folder, each with its latest verdict in feedback.csv (a user may say "Right"
+    and then correct it); files no verdict names are counted in `skipped` (not_in_feedback_log, superseded)."""
+    try:
+        verdicts, bad_rows = feedback.read_log(root)
+    except ClassifyError as err:
+        raise CurateError(str(err)) from None
+    latest = {verdict.sha256: verdict for verdict in verdicts}
+    named = {verdict.file for verdict in verdicts}
+    kept = {verdict.file for verdict in latest.values()}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and rel != feedback.LOG_FILE and rel not in kept:
+            skipped[_skip_reason(PurePosixPath(rel)) or ("superseded" if rel in named else "not_in_feedback_log")] += 1
+    if bad_rows:
+        skipped["bad_feedback_row"] += bad_rows
+    for verdict in latest.values():
+        rel = _safe_entry_path(verdict.file)  # the log may have been edited by hand: stay inside the folder
+        if rel is None:
+            skipped["unsafe_path"] += 1
+            continue
+        path = root / rel
+        yield Item(verdict.label, str(path), lambda path=path: _read_file(path), source=FEEDBACK_SOURCE,
+                   sha256=verdict.sha256, predicted=(verdict.predicted, verdict.probability),
+                   given_label=verdict.label)
+
+
 def _safe_entry_path(name: str) -> PurePosixPath | None:
     """A zip entry's name as a relative path inside the tree, or None if it would point outside it."""
     path = PurePosixPath(name.replace("\\", "/"))  # zips written on Windows may use backslashes
@@ -193,13 +231,19 @@ def _items_from_hf(spec: str, category: str | None) -> Iterator[Item]:
 
 
 def find_items(source: str, category: str | None = None) -> tuple[list[Item], dict[str, int]]:
-    """Everything `source` offers (a folder: ImageFolder, or flat with category; a .zip; or hf:NAME[:split]), and
+    """Everything `source` offers (a folder: ImageFolder, flat with category, or a demo's feedback folder, which
+    holds a feedback.csv; a .zip; or hf:NAME[:split]), and
     the files it holds that are not images to import, counted by reason (see SKIP_REASONS)."""
     skipped: Counter = Counter()
     if source.startswith("hf:"):
         return list(_items_from_hf(source[3:], category)), {}
     path = Path(source)
-    if path.is_dir():
+    if path.is_dir() and (path / feedback.LOG_FILE).is_file():
+        if category is not None:
+            raise CurateError(f"{source} is a demo's feedback folder: its labels come from {feedback.LOG_FILE}; "
+                              "import it without --category (--rename still applies)")
+        items = list(_items_from_feedback(path, skipped))
+    elif path.is_dir():
         items = list(_items_from_dir(path, category, skipped))
     elif path.is_file() and path.suffix.lower() == ".zip":
         items = list(_items_from_zip(path, category, skipped))
@@ -224,7 +268,7 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
     """
     rename = rename or {}
     items, skipped = find_items(source, category)
-    known = {r.source_url for r in ws.list_images() if r.source == "import"}
+    known = {r.source_url for r in ws.list_images() if r.source in ("import", FEEDBACK_SOURCE)}
     counts: dict[str, CategoryCounts] = {}
     for item in tqdm(items, desc="import", unit="img", disable=not progress):
         cat = rename.get(item.category, item.category)
@@ -235,14 +279,20 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
         try:
             data = item.read()
             info = inspect_bytes(data, min_size_px=min_size_px)
+            if item.sha256 is not None and info.sha256 != item.sha256:
+                raise InvalidImage("changed", f"{item.origin} is not the photo its feedback row names")
         except InvalidImage as err:
             c.rejected[err.reason] = c.rejected.get(err.reason, 0) + 1
+            continue
+        except FileNotFoundError:  # a feedback row whose photo was deleted since
+            c.rejected["missing"] = c.rejected.get("missing", 0) + 1
             continue
         except OSError:
             c.rejected["not_an_image"] = c.rejected.get("not_an_image", 0) + 1
             continue
-        record = ws.add_image(data, cat, source="import", source_url=item.origin, info=info,
-                              flags=flags_for_file(data, quality))
+        record = ws.add_image(data, cat, source=item.source, source_url=item.origin, info=info,
+                              flags=flags_for_file(data, quality), predicted=item.predicted,
+                              given_label=item.given_label)
         if record is None:
             c.duplicate += 1
         else:

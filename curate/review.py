@@ -269,6 +269,14 @@ def crop_preview_html(ws: Workspace, record: ImageRecord | None) -> str:
             f'{w * scale:.0f}px;height:{h * scale:.0f}px;left:{-x0 * scale:.0f}px;top:{-y0 * scale:.0f}px"></div>')
 
 
+def feedback_note(record: ImageRecord) -> str | None:
+    """For a photo sent back from the demo: "the model said X (NN %), a user said Y"; else None."""
+    if record.predicted_label is None or record.given_label is None:
+        return None
+    share = "" if record.predicted_probability is None else f" ({100 * record.predicted_probability:.0f} %)"
+    return f"the model said {record.predicted_label}{share}, a user said {record.given_label}"
+
+
 def meta_html(ws: Workspace, view: View, record: ImageRecord | None) -> str:
     if record is None:
         return ""
@@ -287,6 +295,8 @@ def meta_html(ws: Workspace, view: View, record: ImageRecord | None) -> str:
             ("nearest near-duplicate", near_text)]
     if record.duplicate_of is not None:
         rows.append(("duplicate of", f"#{record.duplicate_of}"))
+    if feedback_note(record):
+        rows.append(("demo feedback", e(feedback_note(record))))
     if has_suspicion(ws):  # read by name: the column arrives with curate.suspects
         columns = {r[1] for r in read_rows(ws, "PRAGMA table_info(images)")}
         wanted = [c for c in ("suspicion", "suggested_label", "suspicion_reason") if c in columns]

@@ -22,23 +22,23 @@ threads): calls are serialised by one lock around one connection.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
-import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from classify.files import write_new
+from classify.names import folder_name  # one rule for category folders, shared with the demo's feedback
 from curate import CurateError
 
 MANIFEST = "manifest.sqlite"
 IMAGES_DIR = "images"
 STATUSES = ("pending", "accepted", "rejected", "duplicate")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Migration N brings the schema from version N-1 to N; append, never edit a released one.
 MIGRATIONS: dict[int, str] = {
@@ -108,9 +108,12 @@ MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE decisions ADD COLUMN batch INTEGER;         -- decisions of one bulk action share it: undone together
     """,
+    4: """
+    ALTER TABLE images ADD COLUMN predicted_label TEXT;        -- demo feedback: the class the model gave the photo
+    ALTER TABLE images ADD COLUMN predicted_probability REAL;  -- and its probability, 0..1
+    ALTER TABLE images ADD COLUMN given_label TEXT;            -- demo feedback: what the user said it is
+    """,
 }
-
-_RESERVED_FOLDERS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ class ImageRecord:
     suspicion: float | None = None  # 0..1, higher = more likely wrong; None until `curate suspects` ran
     suggested_label: str | None = None
     suspicion_reason: str | None = None
+    # from a photo sent back through the demo (source "demo-feedback"): what the model said, what the user said
+    predicted_label: str | None = None
+    predicted_probability: float | None = None
+    given_label: str | None = None
 
     @property
     def pixels(self) -> int:
@@ -159,22 +166,6 @@ def to_int64(value: int) -> int:
 
 def to_uint64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
-
-
-def folder_name(category: str) -> str:
-    """A filesystem-safe folder name for a category: lower case, letters/digits/underscores only.
-
-    "Pad Thai" → "pad_thai", "phở" → "phở", "../etc" → "etc". Names that differ only by case or
-    punctuation map to the same base; Workspace.ensure_category adds a suffix to keep folders unique.
-    """
-    name = unicodedata.normalize("NFKC", category).casefold()
-    name = "".join(ch if ch.isalnum() else "_" for ch in name)
-    name = re.sub(r"_+", "_", name).strip("_")[:60]
-    if not name:
-        name = "category"
-    if name in _RESERVED_FOLDERS:
-        name += "_"
-    return name
 
 
 def _row_to_record(row: Sequence) -> ImageRecord:
@@ -340,14 +331,16 @@ class Workspace:
 
     def add_image(self, data: bytes, category: str, *, source: str, query: str | None = None,
                   source_url: str | None = None, info=None, flags: Sequence[str] = (),
-                  phash: int | None = None, status: str = "pending") -> ImageRecord | None:
+                  phash: int | None = None, status: str = "pending",
+                  predicted: tuple[str, float] | None = None, given_label: str | None = None) -> ImageRecord | None:
         """Store image bytes as a new original and record it; None if identical bytes are already stored
         (then `source_url` is remembered as another URL of that image, so `has_url` knows it).
 
         `info` is the curate.images.ImageInfo from validating `data` (validated here when None).
         The file is written under a temporary name and linked into place (never overwriting
         anything), then recorded in one transaction; a crash in between leaves only a file
-        that the next add of the same bytes adopts.
+        that the next add of the same bytes adopts. `predicted` (class, probability) and `given_label` record
+        a demo user's verdict on the photo.
         """
         from curate.images import inspect_bytes  # images imports nothing from here; keep load order simple
 
@@ -359,24 +352,14 @@ class Workspace:
         folder = self.ensure_category(category)
         rel = f"{IMAGES_DIR}/{folder}/{info.sha256[:20]}.{info.extension}"
         target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             if target.read_bytes() != data:  # astronomically unlikely: same 80-bit prefix, other bytes
                 raise CurateError(f"{rel} exists with other content; not overwriting it")
         else:
-            tmp = target.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}")
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.link(tmp, target)  # fails rather than overwrite
-            except FileExistsError:
-                pass
+                write_new(target, data)
             except OSError as err:  # disk full, read-only, quota: nothing of this image is kept
                 raise CurateError(f"cannot store images in {target.parent}: {err.strerror or err}") from None
-            finally:
-                tmp.unlink(missing_ok=True)
         stamp = now()
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM images WHERE sha256 = ?", (info.sha256,)).fetchone():
@@ -384,11 +367,12 @@ class Workspace:
                 return None
             cur = db.execute(
                 "INSERT INTO images (path, category, status, source, query, source_url, sha256, phash, width,"
-                " height, bytes, format, flags, crop, duplicate_of, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                " height, bytes, format, flags, crop, duplicate_of, created_at, updated_at, predicted_label,"
+                " predicted_probability, given_label)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
                 (rel, category.strip(), status, source, query, source_url, info.sha256,
                  None if phash is None else to_int64(phash), info.width, info.height, info.bytes,
-                 info.format, ",".join(flags), stamp, stamp))
+                 info.format, ",".join(flags), stamp, stamp, *(predicted or (None, None)), given_label))
             return self.get(cur.lastrowid)
 
     # -- reading ---------------------------------------------------------------------------

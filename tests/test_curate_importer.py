@@ -148,3 +148,44 @@ def test_cli_check_recomputes_flags(tmp_path):
         assert all(ws.abspath(r).read_bytes() == originals[r.path] for r in ws.list_images())
     assert after["ok.jpg"] == () and "extreme_aspect" in after["wide.jpg"] and "blurry" not in after["wide.jpg"]
     assert "dark" in after["dark.png"] and "near_blank" in after["dark.png"]
+
+
+def test_a_demo_feedback_folder_comes_in_pending_with_what_the_model_said(tmp_path):
+    from classify import feedback
+    from classify.predict import Prediction
+    from curate.importer import FEEDBACK_SOURCE
+    from curate.review import View, meta_html
+
+    folder = feedback.open_folder(tmp_path / "fb")
+    said = Prediction([("ramen", 0.62), ("pad_thai", 0.3)], True, 0.8)
+    soup, noodles, cake = (photo(tmp_path / "sent" / f"{k}.jpg", seed=300 + k).read_bytes() for k in range(3))
+    feedback.record(folder, soup, "ramen", said)  # "Right"
+    feedback.record(folder, noodles, "ramen", said)  # "Right", then corrected: the latest verdict counts
+    feedback.record(folder, noodles, "Pad Thai", said)
+    feedback.record(folder, cake, "Matcha Cake", said)
+    photo(folder / "ramen" / "dropped-in.jpg", seed=310)  # no row names it
+    with Workspace(tmp_path / "ws") as ws:
+        report = import_images(ws, str(folder))
+        assert {c: r.added for c, r in report.categories.items()} == {"ramen": 1, "Pad Thai": 1, "Matcha Cake": 1}
+        assert report.skipped == {"superseded": 1, "not_in_feedback_log": 1}
+        records = {r.category: r for r in ws.list_images(status="pending")}
+        assert {r.source for r in records.values()} == {FEEDBACK_SOURCE}
+        pad_thai = records["Pad Thai"]
+        assert (pad_thai.predicted_label, pad_thai.predicted_probability, pad_thai.given_label) == \
+            ("ramen", 0.62, "Pad Thai")
+        assert ws.abspath(pad_thai).read_bytes() == noodles
+        assert "the model said ramen (62 %), a user said Pad Thai" in meta_html(ws, View("Pad Thai"), pad_thai)
+        assert "demo feedback" not in meta_html(ws, View("ramen"), ws.add_image(photo(
+            tmp_path / "other.jpg", seed=320).read_bytes(), "ramen", source="import"))
+        again = import_images(ws, str(folder))  # a second import adds nothing twice
+        assert again.added == 0 and sum(c.already_present for c in again.categories.values()) == 3
+        with pytest.raises(CurateError, match="without --category"):
+            import_images(ws, str(folder), category="ramen")
+    log = folder / feedback.LOG_FILE  # edited by hand: a row that leaves the folder, a photo changed, a broken row
+    rows = log.read_text().splitlines()
+    log.write_text("\n".join([rows[0], rows[1].replace("ramen/", "../../", 1), rows[4], "oops,1"]) + "\n")
+    (folder / rows[4].split(",")[1]).write_bytes(soup)
+    with Workspace(tmp_path / "ws2") as ws:
+        report = import_images(ws, str(folder))
+        assert report.added == 0 and report.categories["Matcha Cake"].rejected == {"changed": 1}
+        assert report.skipped["unsafe_path"] == 1 and report.skipped["bad_feedback_row"] == 1

@@ -65,7 +65,7 @@ def test_older_schema_is_migrated_in_place(tmp_path):
         VALUES ('images/ramen/a.jpg', 'Ramen', 'bing', 'http://x/a.jpg', 'abc', 10, 10, 100, 'JPEG', 'x', 'x');""")
     db.close()
     with Workspace(tmp_path, create=False) as ws:
-        assert ws.schema_version == SCHEMA_VERSION == 3
+        assert ws.schema_version == SCHEMA_VERSION == 4
         [rec] = ws.list_images()
         assert rec.category == "Ramen" and rec.source_url == "http://x/a.jpg" and ws.has_url("http://x/a.jpg")
         assert not ws.has_url("http://x/b.jpg")

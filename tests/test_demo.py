@@ -1,6 +1,8 @@
 """demo.py: a real server started by its CLI, driven by gradio_client, httpx and Playwright in headless Chromium."""
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import socket
@@ -56,12 +58,18 @@ def wait_for_server(process: subprocess.Popen, url: str, log: Path, what: str) -
 
 
 @pytest.fixture(scope="module")
-def server(trained_bundle, tmp_path_factory):
-    """`python demo.py` on the tiny bundle, with facts and a 1 MB upload cap, as a user would start it."""
+def feedback_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("feedback") / "fb"
+
+
+@pytest.fixture(scope="module")
+def server(trained_bundle, tmp_path_factory, feedback_dir):
+    """`python demo.py` on the tiny bundle, with facts, feedback on and a 1 MB upload cap, as a user would start it."""
     facts = tmp_path_factory.mktemp("facts") / "facts.csv"
     facts.write_text(FACTS)
     log = tmp_path_factory.mktemp("log") / "demo.log"
-    process, url = start_demo(trained_bundle, log, "--facts", str(facts), "--max-upload-mb", str(UPLOAD_CAP_MB))
+    process, url = start_demo(trained_bundle, log, "--facts", str(facts), "--max-upload-mb", str(UPLOAD_CAP_MB),
+                              "--feedback", str(feedback_dir))
     yield url
     process.terminate()
     process.wait(timeout=20)
@@ -238,6 +246,17 @@ def test_ui_shows_the_heat_map_and_hides_it_when_toggled_off(page, trained_bundl
     heat_map.wait_for(state="visible", timeout=30_000)
 
 
+def test_ui_at_phone_width_shows_the_result_before_the_examples(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.wait_for_function("() => document.querySelector('#input-column').getBoundingClientRect().width === 0")
+        top = {name: page.locator(f"#{name}").bounding_box()["y"] for name in ("prediction", "examples")}
+        photo = page.locator("#photo").bounding_box()
+        assert photo["y"] < top["prediction"] < top["examples"]
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_ui_non_image_upload_shows_a_message(page, tmp_path):
     # A .txt is refused by the page itself; a file named .jpg that is not one reaches the server, which answers
     # with a message for the user instead of a traceback.
@@ -261,6 +280,121 @@ def test_ui_non_food_photo_is_not_one_of_the_dishes(page, trained_bundle, tmp_pa
     upload(page, example(trained_bundle, "green_salad"))  # a dish again: the label is back, the verdict gone
     wait_for_text(page, "#prediction", "green salad")
     assert "my 3 dishes" not in page.locator("#verdict").inner_text()
+
+
+# --- feedback: demo.py --feedback DIR -----------------------------------------------------------------------------
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def feedback_rows(folder: Path) -> list[dict]:
+    with open(folder / "feedback.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def new_photo(bundle: Path, name: str, folder: Path) -> Path:
+    """A photo of class `name` that is not one of the bundle's own (those are never kept): an example's pixels
+    saved as PNG, so the tiny model still gets it right."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.open(example(bundle, name)).save(folder / f"{name}.png")
+    return folder / f"{name}.png"
+
+
+def choose(page, dropdown: str, option: str) -> None:
+    page.click(f"{dropdown} input")
+    options = page.get_attribute(f"{dropdown} input", "aria-controls")  # the list that belongs to this dropdown
+    page.locator(f'#{options} li[role=option][aria-label="{option}"]').click()
+
+
+def test_ui_right_keeps_the_photo_as_sent_and_logs_it(page, trained_bundle, predictor, feedback_dir, tmp_path):
+    assert "a photo you mark Right or Wrong is kept" in page.locator("#feedback-notice").inner_text()
+    soup = new_photo(trained_bundle, "red_soup", tmp_path)
+    upload(page, soup)
+    wait_for_text(page, "#prediction", "red soup")
+    page.locator("#feedback-right").click()
+    assert "Kept as red soup." in wait_for_text(page, "#feedback-status", "Kept as")
+    row = feedback_rows(feedback_dir)[-1]
+    assert (row["label"], row["predicted"], row["verdict"]) == ("red_soup", "red_soup", "right")
+    assert row["sha256"] == sha256_of(soup) and row["file"] == f"red_soup/{row['sha256']}.png"
+    assert (feedback_dir / row["file"]).read_bytes() == soup.read_bytes()  # the bytes sent, not a re-encoded copy
+    assert float(row["probability"]) == pytest.approx(predictor.predict(soup)[0][1], abs=1e-3)
+    assert float(row["menu_score"]) == pytest.approx(predictor.prediction(soup).menu_score, abs=1e-3)
+
+
+def test_ui_wrong_keeps_the_correction_and_curate_imports_it_pending(page, trained_bundle, feedback_dir, tmp_path):
+    from curate.importer import import_images
+    from curate.review import View, meta_html
+    from curate.workspace import Workspace
+
+    cheese = new_photo(trained_bundle, "blue_cheese", tmp_path / "sent")
+    upload(page, cheese)
+    wait_for_text(page, "#prediction", "blue cheese")
+    page.wait_for_function("() => document.querySelector('#feedback-status').innerText.trim() === ''")  # a new photo
+    choose(page, "#feedback-wrong", "something else: …")
+    page.locator("#feedback-other textarea").fill("Matcha  Cake")
+    page.locator("#feedback-send").click()
+    status = wait_for_text(page, "#feedback-status", "Kept as")
+    assert "Kept as Matcha Cake (the model said blue cheese, " in status
+    row = feedback_rows(feedback_dir)[-1]
+    assert (row["label"], row["predicted"], row["verdict"]) == ("Matcha Cake", "blue_cheese", "wrong")
+    assert row["sha256"] == sha256_of(cheese) and (feedback_dir / row["file"]).read_bytes() == cheese.read_bytes()
+    assert row["file"].startswith("matcha_cake/")
+
+    with Workspace(tmp_path / "ws") as ws:
+        assert import_images(ws, str(feedback_dir)).added == len({r["sha256"] for r in feedback_rows(feedback_dir)})
+        [record] = ws.list_images(category="Matcha Cake", status="pending")
+        assert record.source == "demo-feedback" and record.sha256 == row["sha256"]
+        probability = round(100 * float(row["probability"]))
+        assert f"the model said blue_cheese ({probability} %), a user said Matcha Cake" in meta_html(
+            ws, View("Matcha Cake"), record)
+        assert import_images(ws, str(feedback_dir)).added == 0
+
+
+def test_api_feedback_keeps_the_photo_and_refuses_what_is_not_one(client, server, trained_bundle, feedback_dir,
+                                                                    tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    salad = new_photo(trained_bundle, "green_salad", tmp_path)
+    row = client.predict(handle_file(str(salad)), "Blue Cheese", api_name="/feedback")
+    assert (row["label"], row["predicted"], row["verdict"]) == ("blue_cheese", "green_salad", "wrong")
+    assert row["sha256"] == sha256_of(salad) and (feedback_dir / row["file"]).read_bytes() == salad.read_bytes()
+    assert feedback_rows(feedback_dir)[-1] == {key: str(value) for key, value in row.items()}
+    assert httpx.get(f"{server}gradio_api/file={feedback_dir / row['file']}").status_code == 403  # kept, not served
+
+    before, rows = files_under(feedback_dir), len(feedback_rows(feedback_dir))
+    text = tmp_path / "menu.jpg"
+    text.write_text("today: pho")
+    with pytest.raises(AppError, match="'menu.jpg' is not an image this demo can read"):
+        client.predict(handle_file(str(text)), "pho", api_name="/feedback")
+    with pytest.raises(AppError, match="Say what it is"):
+        client.predict(handle_file(str(salad)), " ", api_name="/feedback")
+    with pytest.raises(AppError, match="one of the model's own example photos, so nothing was kept"):
+        client.predict(handle_file(str(example(trained_bundle, "green_salad"))), "green_salad", api_name="/feedback")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(example(trained_bundle, "green_salad").read_bytes() + os.urandom(UPLOAD_CAP_MB * 1024 * 1024))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the server's cap, told to clients
+        client.predict(handle_file(str(big)), "green_salad", api_name="/feedback")
+    assert files_under(feedback_dir) == before and len(feedback_rows(feedback_dir)) == rows
+
+
+def test_right_of_a_photo_off_the_menu_keeps_nothing(predictor, tmp_path):
+    paper = make_nonfood(tmp_path / "receipt.png", seed=5)
+    assert demo.keep_feedback(predictor, tmp_path / "fb", {"path": str(paper)}, None) is None
+    assert "nothing was kept" in demo.feedback_message(None) and not (tmp_path / "fb").exists()
+    kept = demo.keep_feedback(predictor, tmp_path / "fb", {"path": str(paper)}, "receipt")  # a label: kept
+    assert kept.predicted in predictor.classes and (tmp_path / "fb" / kept.file).read_bytes() == paper.read_bytes()
+
+
+def test_feedback_is_off_by_default(trained_bundle):
+    config = demo.build_app(trained_bundle).get_config_file()
+    assert not {c["props"].get("elem_id") for c in config["components"]} & {"feedback", "feedback-notice"}
+    assert "feedback" not in {d.get("api_name") for d in config["dependencies"]}
 
 
 def test_card_shows_held_out_figures_with_an_interval_or_labels_valid(predictor, trained_bundle):
@@ -312,7 +446,7 @@ def test_find_latest_run_takes_the_newest_complete_bundle(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_run", "facts_one_column", "facts_duplicate", "facts_no_class",
-                                  "facts_missing", "bad_auth"])
+                                  "facts_missing", "bad_auth", "feedback_foreign_log"])
 def test_bad_command_lines_print_one_line_and_fail(case, trained_bundle, tmp_path, capsys):
     facts = tmp_path / "facts.csv"
     argv = ["--model", str(trained_bundle)]
@@ -326,6 +460,9 @@ def test_bad_command_lines_print_one_line_and_fail(case, trained_bundle, tmp_pat
         facts.write_text("class,kcal\npho,350\n")
     elif case == "bad_auth":
         argv += ["--auth", "admin"]
+    elif case == "feedback_foreign_log":
+        (tmp_path / "feedback.csv").write_text("dish,price\npho,9\n")
+        argv += ["--feedback", str(tmp_path)]
     if case.startswith("facts"):
         argv += ["--facts", str(facts)]
     assert demo.main(argv) == 2
@@ -333,7 +470,7 @@ def test_bad_command_lines_print_one_line_and_fail(case, trained_bundle, tmp_pat
     assert error.startswith("error: ") and error.count("\n") == 1
     expected = {"missing_run": "not found", "facts_one_column": "needs a header row", "facts_duplicate": "twice",
                 "facts_no_class": "names none of the model's classes", "facts_missing": "cannot read facts file",
-                "bad_auth": "USER:PASS"}[case]
+                "bad_auth": "USER:PASS", "feedback_foreign_log": "is not a feedback log"}[case]
     assert expected in error
 
 
