@@ -29,18 +29,16 @@ class Embedder:
         photo and its mirror get the same vector (near-duplicate search).
         """
         D.tune_cpu_allocator()
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(images_uint8), batch_size):
-                pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
-                pixels = D.normalize(pixels, self.spec.mean, self.spec.std)
-                features = self.backbone(pixels).float()
-                if mirror_invariant:
-                    features = features + self.backbone(pixels.flip(-1)).float()
-                outputs.append(torch.nn.functional.normalize(features, dim=1).cpu())
-        if not outputs:
+        if len(images_uint8) == 0:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return torch.cat(outputs).numpy()
+
+        def forward(batch):
+            pixels = D.model_input(batch, self.image_size, self.spec.mean, self.spec.std, self.device)
+            features = self.backbone(pixels).float()
+            if mirror_invariant:
+                features = features + self.backbone(pixels.flip(-1)).float()
+            return torch.nn.functional.normalize(features, dim=1)
+        return D.in_batches(forward, images_uint8, batch_size).numpy()
 
     def embed_paths(self, paths, batch_size: int = 16, progress: bool = False,
                     mirror_invariant: bool = False) -> tuple[np.ndarray, list]:

@@ -71,23 +71,18 @@ class Predictor:
                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Pooled backbone features (N x D) and logits (N x C, averaged with the mirrored image's with `tta`) of
         decoded uint8 images (N x 3 x cache_size x cache_size): one backbone pass per image (two with `tta`)."""
-        from tqdm.auto import tqdm
-
-        features, logits = [], []
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(images_uint8), batch_size), desc="predict", disable=not progress,
-                              leave=False):
-                pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
-                x = D.normalize(pixels, self.mean, self.std)
-                pooled = self.model.backbone(x).float()
-                scores = self.model.head(pooled).float()
-                if tta:  # horizontal flip: food has no handedness
-                    scores = (scores + self.model(x.flip(-1)).float()) / 2
-                features.append(pooled.cpu())
-                logits.append(scores.cpu())
-        if not logits:
+        if len(images_uint8) == 0:
             return np.zeros((0, self.model.num_features), np.float32), np.zeros((0, len(self.classes)), np.float32)
-        return torch.cat(features).numpy(), torch.cat(logits).numpy()
+
+        def forward(batch):
+            x = D.model_input(batch, self.image_size, self.mean, self.std, self.device)
+            pooled = self.model.backbone(x).float()
+            scores = self.model.head(pooled).float()
+            if tta:  # horizontal flip: food has no handedness
+                scores = (scores + self.model(x.flip(-1)).float()) / 2
+            return pooled, scores
+        features, logits = D.in_batches(forward, images_uint8, batch_size, progress=progress, desc="predict")
+        return features.numpy(), logits.numpy()
 
     def probabilities_from_logits(self, logits: np.ndarray) -> np.ndarray:
         from classify.calibration import softmax
