@@ -20,7 +20,6 @@ class Embedder:
         self.device = torch.device(device)
         self.backbone = classifier.backbone.to(self.device).eval().to(memory_format=torch.channels_last)
         self.dimensions = classifier.num_features
-        self.model_name = model
 
     def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 16, mirror_invariant: bool = False) -> np.ndarray:
         """Decoded uint8 images (N x 3 x cache_size x cache_size) → N x D float32, L2-normalized.

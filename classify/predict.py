@@ -99,12 +99,6 @@ class Predictor:
             return np.ones(n, dtype=bool)
         return scores >= self.bundle.menu_threshold
 
-    def probabilities_from_cache(self, images_uint8: torch.Tensor, tta: bool = False, batch_size: int = 64,
-                                 progress: bool = False) -> np.ndarray:
-        """N x C calibrated probabilities for decoded uint8 images (N x 3 x cache_size x cache_size)."""
-        _, logits = self.features_and_logits(images_uint8, tta=tta, batch_size=batch_size, progress=progress)
-        return self.probabilities_from_logits(logits)
-
     def predictions(self, images, k: int = 5) -> list[Prediction]:
         """One Prediction per image (path, file object or PIL image), in one batch."""
         batch = torch.stack([self.preprocess(image) for image in images])
@@ -124,5 +118,3 @@ class Predictor:
         """Top-k (class, probability) pairs for one image, most likely first."""
         return self.prediction(image, k=k).top
 
-    def predict_many(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
-        return [prediction.top for prediction in self.predictions(images, k=k)]

@@ -29,7 +29,7 @@ images that can still reach the training set: on bench/curation.py this put 59 o
 top 10 % instead of 55, where the off-topic images had taken 15 of its 95 places.
 
 Scores, suggested labels (the probe's top category when it is not the current one) and reasons are stored on
-the images (columns suspicion, suggested_label, suspicion_reason); ``list_by_suspicion`` reads them back in order.
+the images (columns suspicion, suggested_label, suspicion_reason); the review UI orders by them as above.
 Duplicates and rejected images are not scored: dedup and the reviewer already decided about them.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ import numpy as np
 from curate.dedup import near_duplicate_pairs  # noqa: F401  (re-exported: its home was here)
 from curate.embeddings import DEFAULT_MODEL, embed_records
 from curate.quality import BLOCKING_FLAGS, FLAGS, SET_BY_SUSPECTS
-from curate.workspace import ImageRecord, Workspace
+from curate.workspace import Workspace
 
 SCORED_STATUSES = ("pending", "accepted")
 
@@ -267,15 +267,3 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         ws.set_suspicion({s.image_id: (s.score, s.suggested_label, s.reason) for s in ordered})
     return SuspectsReport(ordered, embedded, len(records) - embedded - len(unreadable), probe_accuracy)
 
-
-def list_by_suspicion(ws: Workspace, category: str | None = None, status: str | tuple[str, ...] | None = SCORED_STATUSES,
-                      limit: int | None = None, offset: int = 0) -> list[ImageRecord]:
-    """Images most suspicious first (as stored by the last `find_suspects`), the pending ones a blocking flag holds
-    back after the others (as `find_suspects` orders them); unscored images last, oldest first.
-
-    For the review UI's "most suspicious first" order: `record.suspicion`, `record.suggested_label` and
-    `record.suspicion_reason` carry what to show.
-    """
-    records = ws.list_images(category=category, status=status)
-    records.sort(key=lambda r: (r.suspicion is None, _held(r.status, r.flags), -(r.suspicion or 0.0), r.id))
-    return records[offset:None if limit is None else offset + limit]

@@ -22,8 +22,8 @@ def test_predict_api(trained_bundle, tiny_data_session):
     assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
     from PIL import Image
     assert predictor.predict(Image.open(image), k=1)[0][0] == "green_salad"
-    many = predictor.predict_many([image, image], k=2)
-    assert len(many) == 2 and many[0] == many[1]
+    many = predictor.predictions([image, image], k=2)
+    assert len(many) == 2 and many[0].top == many[1].top and len(many[0].top) == 2
 
 
 def test_predict_rejects_non_image(trained_bundle, tmp_path):
