@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from classify import ClassifyError
-from classify.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, square  # noqa: F401 (re-exported)
+from classify.images import IMAGE_EXTENSIONS, ImageError, square
 
 SPLITS = ("train", "valid", "test")
 
