@@ -14,6 +14,7 @@ from classify import data as D
 from classify import menu, models
 
 log = logging.getLogger("classify")
+TOP_K = 5  # classes shown per image
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Predictor:
             return np.ones(n, dtype=bool)
         return scores >= self.bundle.menu_threshold
 
-    def predictions(self, images, k: int = 5) -> list[Prediction]:
+    def predictions(self, images, k: int = TOP_K) -> list[Prediction]:
         """One Prediction per image (path, file object or PIL image), in one batch."""
         batch = torch.stack([self.preprocess(image) for image in images])
         features, logits = self.features_and_logits(batch)
@@ -111,10 +112,10 @@ class Predictor:
                            None if scores is None else float(scores[n]))
                 for n, row in enumerate(probabilities)]
 
-    def prediction(self, image, k: int = 5) -> Prediction:
+    def prediction(self, image, k: int = TOP_K) -> Prediction:
         return self.predictions([image], k=k)[0]
 
-    def predict(self, image, k: int = 5) -> list[tuple[str, float]]:
+    def predict(self, image, k: int = TOP_K) -> list[tuple[str, float]]:
         """Top-k (class, probability) pairs for one image, most likely first."""
         return self.prediction(image, k=k).top
 
