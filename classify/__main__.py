@@ -55,7 +55,7 @@ RANGES = {
     "valid_fraction": number(float, 0, 1, low_open=True, high_open=True), "examples_per_class": number(int, 0, 1000),
     "keep": number(float, 0, 1, low_open=True),
 }
-TOP_K = number(int, 1, 1000)
+TOP_K_RANGE = number(int, 1, 1000)
 
 
 def add_run_options(parser: argparse.ArgumentParser, skip=()) -> None:
@@ -78,6 +78,10 @@ def add_run_options(parser: argparse.ArgumentParser, skip=()) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from classify.compare import DEFAULT_OUT
+    from classify.export import FORMATS
+    from classify.predict import TOP_K
+
     parser = Parser(prog="python -m classify", description="Train, evaluate and use a food classifier.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -100,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k classes for images")
     predict.add_argument("--model", required=True, help="run folder (model bundle)")
     predict.add_argument("images", nargs="+", help="image files, or folders (their images, recursively, in name order)")
-    predict.add_argument("--top-k", type=TOP_K, default=5, help="classes per image, 1..1000 (default 5)")
+    predict.add_argument("--top-k", type=TOP_K_RANGE, default=TOP_K,
+                         help=f"classes per image, 1..1000 (default {TOP_K})")
     predict.add_argument("--json", action="store_true", help="print JSON lines: one object per image")
     predict.add_argument("--explain", metavar="OUT_DIR", help="also write a heat map of where the model looked "
                          "(Grad-CAM of the top class over the crop it saw) per image: OUT_DIR/<image name>.png")
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="ONNX or TorchScript (checked against PyTorch), a Hugging Face "
                                                 "Space or a web app that runs in the browser")
     export.add_argument("--model", required=True, help="run folder (model bundle)")
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "space", "web"])
+    export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file to write, with FILE.json beside it; for space and web a "
                         "folder (outside the bundle; an existing one only if empty or an earlier export wrote it)")
     export.add_argument("--check-data", help="images to check agreement on (default: the bundle's examples)")
@@ -120,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="train several models (or option values) and tabulate them")
     compare.add_argument("--models", help="comma-separated backbone names (default: --model)")
     compare.add_argument("--sweep", help="one training option and its values, e.g. aug=0,0.5,1")
-    compare.add_argument("--compare-out", default="runs/compare", help="folder for the runs, table CSV and chart")
+    compare.add_argument("--compare-out", default=DEFAULT_OUT, help=f"folder for the runs, table CSV and chart "
+                         f"(default {DEFAULT_OUT})")
     add_run_options(compare, skip=("out", "resume", "mlflow"))
     return parser
 

@@ -14,8 +14,6 @@ FORMAT_VERSION = 2
 REQUIRED = ("config.json", "model.safetensors")
 MENU_FILE = "menu.safetensors"        # on-menu statistics (classify.menu), safetensors: no pickle
 HELD_OUT_FILE = "held_out.json"       # `evaluate --out` on a split the model never saw (the demo's card)
-FILES = REQUIRED + (MENU_FILE, "metrics.json", HELD_OUT_FILE, "history.csv", "curves.png", "confusion_matrix.png",
-                    "confusion_matrix.csv", "per_class.csv", "examples/")
 
 
 @dataclass(frozen=True)

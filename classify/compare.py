@@ -9,6 +9,8 @@ from pathlib import Path
 from classify import ClassifyError
 from classify.train import RunConfig, check_out, config_from_args, train
 
+DEFAULT_OUT = "runs/compare"  # the runs, compare.csv and compare.png
+
 HEADER = ("run", "accuracy", "top5")  # how compare.csv starts
 
 
@@ -37,7 +39,7 @@ def plan_runs(base: RunConfig, models: str | None, sweep: str | None) -> list[tu
     raise ClassifyError("give --models A,B,C or --sweep OPTION=V1,V2")
 
 
-def compare(values: dict, models: str | None = None, sweep: str | None = None, out: str = "runs/compare",
+def compare(values: dict, models: str | None = None, sweep: str | None = None, out: str = DEFAULT_OUT,
             progress: bool = False) -> list[dict]:
     """Train each planned run into out/<name>; write out/compare.csv and out/compare.png; return the rows."""
     base = config_from_args(values)

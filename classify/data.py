@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from classify import ClassifyError
-from classify.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, square  # noqa: F401 (re-exported)
+from classify.images import IMAGE_EXTENSIONS, ImageError, square
 
 SPLITS = ("train", "valid", "test")
 
@@ -197,6 +197,14 @@ def keyed_order(keys: torch.Tensor, *stream: int) -> torch.Tensor:
     return torch.from_numpy(np.argsort(keyed_uniforms(keys, 1, *stream)[:, 0].numpy(), kind="stable"))
 
 
+# The purposes training draws keyed numbers for: the number after the seed in a `keyed_uniforms` stream. Changing one
+# changes every model trained from then on (the feature cache's augmented views are stored under seed and view alone).
+STREAM_CACHED_VIEW = 1     # the augmentation of each cached view of frozen layers (stream: seed, this, view)
+STREAM_EPOCH_ORDER = 2     # the order of the images in an epoch (seed, this, epoch)
+STREAM_EPOCH_VIEW = 3      # which cached view an image is trained on in an epoch (seed, this, epoch)
+STREAM_EPOCH_AUGMENT = 4   # an image's augmentation in an epoch when no layer is frozen (seed, this, epoch)
+
+
 def tune_cpu_allocator() -> None:
     """Keep glibc from returning large tensor buffers to the OS after every batch.
 
@@ -234,6 +242,27 @@ def center_crop(batch_uint8: torch.Tensor, image_size: int) -> torch.Tensor:
     side = batch_uint8.shape[-1]
     offset = (side - image_size) // 2
     return batch_uint8[..., offset:offset + image_size, offset:offset + image_size]
+
+
+def model_input(batch_uint8: torch.Tensor, image_size: int, mean, std, device) -> torch.Tensor:
+    """Cached uint8 images → what a model sees at inference: their normalized centre crops, on `device`."""
+    return normalize(center_crop(batch_uint8, image_size).to(device), mean, std)
+
+
+def in_batches(forward, inputs: torch.Tensor, batch_size: int, progress: bool = False, desc: str = "infer"):
+    """`forward` over `inputs` (at least one row), `batch_size` rows at a time, under inference_mode; its outputs (a
+    tensor, or a tuple of tensors, per batch) moved to the CPU and concatenated. The one batched inference loop of
+    validation, prediction and embeddings."""
+    from tqdm.auto import tqdm
+
+    outputs = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(inputs), batch_size), desc=desc, disable=not progress, leave=False):
+            result = forward(inputs[start:start + batch_size])
+            outputs.append(tuple(t.cpu() for t in result) if isinstance(result, tuple) else result.cpu())
+    if isinstance(outputs[0], tuple):
+        return tuple(torch.cat(column) for column in zip(*outputs))
+    return torch.cat(outputs)
 
 
 AUGMENT_DRAWS = 8  # uniform numbers per image that `augment` consumes

@@ -20,7 +20,6 @@ class Embedder:
         self.device = torch.device(device)
         self.backbone = classifier.backbone.to(self.device).eval().to(memory_format=torch.channels_last)
         self.dimensions = classifier.num_features
-        self.model_name = model
 
     def embed_images(self, images_uint8: torch.Tensor, batch_size: int = 16, mirror_invariant: bool = False) -> np.ndarray:
         """Decoded uint8 images (N x 3 x cache_size x cache_size) → N x D float32, L2-normalized.
@@ -29,18 +28,16 @@ class Embedder:
         photo and its mirror get the same vector (near-duplicate search).
         """
         D.tune_cpu_allocator()
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(images_uint8), batch_size):
-                pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
-                pixels = D.normalize(pixels, self.spec.mean, self.spec.std)
-                features = self.backbone(pixels).float()
-                if mirror_invariant:
-                    features = features + self.backbone(pixels.flip(-1)).float()
-                outputs.append(torch.nn.functional.normalize(features, dim=1).cpu())
-        if not outputs:
+        if len(images_uint8) == 0:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return torch.cat(outputs).numpy()
+
+        def forward(batch):
+            pixels = D.model_input(batch, self.image_size, self.spec.mean, self.spec.std, self.device)
+            features = self.backbone(pixels).float()
+            if mirror_invariant:
+                features = features + self.backbone(pixels.flip(-1)).float()
+            return torch.nn.functional.normalize(features, dim=1)
+        return D.in_batches(forward, images_uint8, batch_size).numpy()
 
     def embed_paths(self, paths, batch_size: int = 16, progress: bool = False,
                     mirror_invariant: bool = False) -> tuple[np.ndarray, list]:

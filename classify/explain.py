@@ -15,6 +15,7 @@ from torch import nn
 
 from classify import ClassifyError
 from classify import data as D
+from classify.predict import TOP_K
 
 # `predict --explain` lists here each PNG it wrote ("sha256  name" per line): what it may overwrite later.
 WRITTEN = ".platekit-explain"
@@ -88,7 +89,7 @@ class Explainer:
         self.cam = GradCAM(model=self.model, target_layers=[layer])
         self.lock = threading.Lock()
 
-    def explain(self, image, k: int = 5) -> Explanation:
+    def explain(self, image, k: int = TOP_K) -> Explanation:
         """Top-k predictions and the top class's heat map for one image (path, file object or PIL image), from one
         forward pass on the same preprocessed input `Predictor.predict` uses."""
         p = self.predictor

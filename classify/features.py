@@ -1,4 +1,5 @@
-"""Frozen-backbone features kept on disk by image content: retraining after a review computes only the new images.
+"""Frozen-layer features: computed once per cached view, kept on disk by image content so a retrain computes only new
+images.
 
 Head-only training (the CPU default) runs the frozen backbone once per cached view of every image, then trains the
 head on those features; the backbone is nearly all of a run's time (about 40 of 50 s on food-dev, 2 CPU cores). A
@@ -15,6 +16,7 @@ used least recently, never one it used itself. Delete the folder to clear it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -180,3 +182,49 @@ class FeatureStore:
             self.db.close()
             self.db = None
         return evicted
+
+
+# -- computing them ----------------------------------------------------------------------------------------------
+
+def frozen_features(frozen: torch.nn.Module, cache: D.ImageCache, views: int, shape: tuple[int, ...], *,
+                    image_size: int, mean, std, seed: int, augment_strength: float, device: torch.device,
+                    autocast=contextlib.nullcontext, store: FeatureStore | None = None, fingerprint: str = "",
+                    batch_size: int = 16, progress: bool = False, desc: str = "cache") -> tuple[torch.Tensor, int]:
+    """Run the frozen layers once per view of every cached image: [views, N, *shape] float16 on the CPU, and how
+    many image views were read from `store` instead of computed.
+
+    View 0 is the centre crop, the same for every seed; the others are augmented, keyed on each image's content and
+    the seed (stream data.STREAM_CACHED_VIEW). With a store (and the `fingerprint` of this setup), the views it holds
+    are read from it and the others computed and added to it.
+    """
+    from tqdm.auto import tqdm
+
+    keys = cache.keys.tolist()
+    outputs, read = [], 0
+    with torch.inference_mode():
+        for view in range(views):
+            setting = f"{fingerprint}:centre" if view == 0 else \
+                f"{fingerprint}:seed {seed}:aug {augment_strength}:view {view}"
+            found = store.get(setting, keys, shape) if store else {}
+            todo = [i for i, key in enumerate(keys) if key not in found]
+            view_features = torch.empty((len(keys), *shape), dtype=torch.float16)
+            for start in tqdm(range(0, len(todo), batch_size), desc=f"{desc} {view + 1}/{views}",
+                              disable=not progress, leave=False):
+                index = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
+                uniforms = D.keyed_uniforms(cache.keys[index], D.AUGMENT_DRAWS, seed, D.STREAM_CACHED_VIEW, view)
+                pixels = (D.augment(cache.images[index], image_size, augment_strength, uniforms) if view > 0
+                          else D.center_crop(cache.images[index], image_size))
+                x = D.normalize(pixels.to(device), mean, std)
+                # A batch of one takes another kernel path on the CPU whose outputs differ in the last bit (of
+                # float16) from those in a batch of 2 or more, which agree with each other: run it as two.
+                with autocast():
+                    view_features[index] = frozen(x if len(x) > 1 else x.expand(2, -1, -1, -1))[:len(x)].to(
+                        "cpu", torch.float16)
+            if found:
+                stored = [i for i, key in enumerate(keys) if key in found]
+                view_features[stored] = torch.from_numpy(np.stack([found[keys[i]] for i in stored]))
+            if store and todo:
+                store.put(setting, {keys[i]: view_features[i].numpy() for i in todo})
+            outputs.append(view_features)
+            read += len(keys) - len(todo)
+    return torch.stack(outputs), read

@@ -45,7 +45,7 @@ class ImageError(ClassifyError):
         self.reason = reason
 
 
-def open_lazy(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_lazy(source) -> Image.Image:
     """Open an image (a path, its bytes, a file object) reading the header only; `check` it before any pixel is
     decoded. Raises ImageError with a reason."""
     if isinstance(source, (bytes, bytearray)):
@@ -60,7 +60,7 @@ def open_lazy(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `check` applies the lower limit
             image = Image.open(Path(source) if isinstance(source, str) else source, formats=_OPENERS)
     except Image.DecompressionBombError:  # over twice Pillow's own limit (~179 MP): refused before we see the size
-        raise ImageError("too_large", f"image is too large to decode safely: the limit is {max_pixels / 1e6:g} MP") \
+        raise ImageError("too_large", f"image is too large to decode safely: the limit is {MAX_PIXELS / 1e6:g} MP") \
             from None
     except Image.UnidentifiedImageError:
         raise ImageError("not_an_image", "not an image in a supported format "
@@ -68,22 +68,22 @@ def open_lazy(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError("not_an_image", f"cannot read image: {error}") from None
     try:
-        check(image, max_pixels)
+        check(image)
     except ImageError:
         image.close()
         raise
     return image
 
 
-def check(image: Image.Image, max_pixels: int = MAX_PIXELS) -> None:
-    """Refuse an opened image that is not an allowed format, over `max_pixels`, or longer than MAX_ASPECT to one.
+def check(image: Image.Image) -> None:
+    """Refuse an opened image that is not an allowed format, over MAX_PIXELS, or longer than MAX_ASPECT to one.
     An image made in memory (no format) is only checked for size."""
     width, height = image.size
     if image.format is not None and image.format not in ALLOWED_FORMATS:
         raise ImageError("unsupported_format", f"format {image.format} is not supported")
-    if width * height > max_pixels:
+    if width * height > MAX_PIXELS:
         raise ImageError("too_large", f"{width}x{height} px ({width * height / 1e6:.0f} MP) is too large to decode "
-                                      f"safely: the limit is {max_pixels / 1e6:g} MP")
+                                      f"safely: the limit is {MAX_PIXELS / 1e6:g} MP")
     if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
         raise ImageError("bad_shape", f"{width}x{height} px: one side is over {MAX_ASPECT} times the other, "
                                       f"not a photo (the limit is {MAX_ASPECT}:1)")
@@ -103,6 +103,25 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(pixels * scale + 0.5, 0, 255).astype(np.uint8), "L")
 
 
+# What Pillow raises on pixel data that is damaged or cut short, once the header has been read.
+_DAMAGED = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _damaged(error: Exception) -> ImageError:
+    return ImageError("truncated", f"image data is damaged or truncated ({error})")
+
+
+def verify(image: Image.Image) -> None:
+    """Decode every pixel of a lazily opened image (its first frame), keeping it as stored: ImageError("truncated")
+    when the data is damaged. For validation, where the file's facts matter and not its upright RGB pixels."""
+    try:
+        image.load()
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+    except _DAMAGED as error:
+        raise _damaged(error) from None
+
+
 def load(image: Image.Image, mode: str = "RGB", draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode a lazily opened image fully, upright (EXIF orientation applied), as `mode` (8 bits a channel).
 
@@ -115,14 +134,13 @@ def load(image: Image.Image, mode: str = "RGB", draft_size: tuple[int, int] | No
         image.load()
         image = to_8bit(ImageOps.exif_transpose(image))
         return image.convert(mode) if image.mode != mode else image
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError("truncated", f"image data is damaged or truncated ({error})") from None
+    except _DAMAGED as error:
+        raise _damaged(error) from None
 
 
-def open_image(source, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
-               draft_size: tuple[int, int] | None = None) -> Image.Image:
+def open_image(source, mode: str = "RGB", draft_size: tuple[int, int] | None = None) -> Image.Image:
     """open_lazy then load: a path, bytes or file object decoded, upright, as `mode`."""
-    return load(open_lazy(source, max_pixels), mode, draft_size)
+    return load(open_lazy(source), mode, draft_size)
 
 
 def upright_size(image: Image.Image) -> tuple[int, int]:

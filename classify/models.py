@@ -165,7 +165,7 @@ def _torchvision_backbone(name: str, pretrained: bool) -> tuple[nn.Module, int, 
 def _drop_last_linear(model: nn.Module) -> int:
     """Replace the model's final nn.Linear (its classifier) by Identity; return its input width."""
     last = None
-    for parent_name, parent in model.named_modules():
+    for _, parent in model.named_modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Linear):
                 last = (parent, child_name, child)

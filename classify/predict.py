@@ -14,6 +14,7 @@ from classify import data as D
 from classify import menu, models
 
 log = logging.getLogger("classify")
+TOP_K = 5  # classes shown per image
 
 
 @dataclass(frozen=True)
@@ -71,23 +72,18 @@ class Predictor:
                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Pooled backbone features (N x D) and logits (N x C, averaged with the mirrored image's with `tta`) of
         decoded uint8 images (N x 3 x cache_size x cache_size): one backbone pass per image (two with `tta`)."""
-        from tqdm.auto import tqdm
-
-        features, logits = [], []
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(images_uint8), batch_size), desc="predict", disable=not progress,
-                              leave=False):
-                pixels = D.center_crop(images_uint8[start:start + batch_size], self.image_size).to(self.device)
-                x = D.normalize(pixels, self.mean, self.std)
-                pooled = self.model.backbone(x).float()
-                scores = self.model.head(pooled).float()
-                if tta:  # horizontal flip: food has no handedness
-                    scores = (scores + self.model(x.flip(-1)).float()) / 2
-                features.append(pooled.cpu())
-                logits.append(scores.cpu())
-        if not logits:
+        if len(images_uint8) == 0:
             return np.zeros((0, self.model.num_features), np.float32), np.zeros((0, len(self.classes)), np.float32)
-        return torch.cat(features).numpy(), torch.cat(logits).numpy()
+
+        def forward(batch):
+            x = D.model_input(batch, self.image_size, self.mean, self.std, self.device)
+            pooled = self.model.backbone(x).float()
+            scores = self.model.head(pooled).float()
+            if tta:  # horizontal flip: food has no handedness
+                scores = (scores + self.model(x.flip(-1)).float()) / 2
+            return pooled, scores
+        features, logits = D.in_batches(forward, images_uint8, batch_size, progress=progress, desc="predict")
+        return features.numpy(), logits.numpy()
 
     def probabilities_from_logits(self, logits: np.ndarray) -> np.ndarray:
         from classify.calibration import softmax
@@ -104,13 +100,7 @@ class Predictor:
             return np.ones(n, dtype=bool)
         return scores >= self.bundle.menu_threshold
 
-    def probabilities_from_cache(self, images_uint8: torch.Tensor, tta: bool = False, batch_size: int = 64,
-                                 progress: bool = False) -> np.ndarray:
-        """N x C calibrated probabilities for decoded uint8 images (N x 3 x cache_size x cache_size)."""
-        _, logits = self.features_and_logits(images_uint8, tta=tta, batch_size=batch_size, progress=progress)
-        return self.probabilities_from_logits(logits)
-
-    def predictions(self, images, k: int = 5) -> list[Prediction]:
+    def predictions(self, images, k: int = TOP_K) -> list[Prediction]:
         """One Prediction per image (path, file object or PIL image), in one batch."""
         batch = torch.stack([self.preprocess(image) for image in images])
         features, logits = self.features_and_logits(batch)
@@ -122,12 +112,10 @@ class Predictor:
                            None if scores is None else float(scores[n]))
                 for n, row in enumerate(probabilities)]
 
-    def prediction(self, image, k: int = 5) -> Prediction:
+    def prediction(self, image, k: int = TOP_K) -> Prediction:
         return self.predictions([image], k=k)[0]
 
-    def predict(self, image, k: int = 5) -> list[tuple[str, float]]:
+    def predict(self, image, k: int = TOP_K) -> list[tuple[str, float]]:
         """Top-k (class, probability) pairs for one image, most likely first."""
         return self.prediction(image, k=k).top
 
-    def predict_many(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
-        return [prediction.top for prediction in self.predictions(images, k=k)]

@@ -13,8 +13,8 @@ from classify import ClassifyError
 from classify import bundle as bundle_format
 
 MARKER = ".platekit-share"  # what a share export wrote, file by file: the only folder it may replace
-# The bundle files a Space serves; the other bundle files (plots, CSV reports, checkpoints) stay behind.
-# What the demo reads of a bundle (its examples/ folder is copied too).
+# What the demo reads of a bundle, the files a Space serves (its examples/ folder is copied too); the others (plots,
+# CSV reports, checkpoints) stay behind.
 BUNDLE_FILES = (*bundle_format.REQUIRED, bundle_format.MENU_FILE, "metrics.json", bundle_format.HELD_OUT_FILE)
 # What the demo imports when it runs (pip names); transformers only for a Hugging Face backbone.
 SPACE_REQUIREMENTS = ("gradio", "torch", "torchvision", "timm", "safetensors", "pillow", "pillow-heif", "numpy",

@@ -143,49 +143,41 @@ def default_views(strategy: str, n_train: int, bytes_per_view: int) -> int:
     return int(max(1, min(wanted, budget // max(1, n_train * bytes_per_view))))
 
 
-# -- the loop --------------------------------------------------------------------------------------------------
+# -- what trains, on what --------------------------------------------------------------------------------------
 
-def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] = lambda message: None) -> TrainResult:
-    """Train on `config.data`, write the bundle to `config.out`, return its metrics."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class Parts:
+    """The classifier cut for a strategy: `frozen` runs once per cached view and never trains (None: nothing is
+    frozen); `trainable` is what the optimizer steps, on the frozen part's outputs or on pixels."""
+    model: nn.Module
+    frozen: nn.Module | None
+    trainable: nn.Module
+    split_at: int | None = None          # the backbone block where "partial" cuts it
 
-    from classify import calibration
-    from classify.evaluate import calibration_metrics, metrics_from_probabilities, write_reports
 
-    config.check()
-    started = time.time()
-    D.tune_cpu_allocator()
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ClassifyError(f"--out {out} is a file; give a folder for the run")
-    if config.resume and not (out / "checkpoint.json").is_file():
-        raise ClassifyError(f"nothing to resume in {out}: no checkpoint.json")
-    check_out(out)
-    layout = D.find_layout(config.data, seed=config.seed, valid_fraction=config.valid_fraction)
+@dataclass(frozen=True)
+class Inputs:
+    """What the trainable part reads: the decoded images and, with frozen layers, the frozen part's outputs."""
+    train: D.ImageCache
+    valid: D.ImageCache
+    image_size: int
+    mean: tuple
+    std: tuple
+    train_features: torch.Tensor | None = None  # views x N x ... float16 on the CPU; None: it trains on pixels
+    valid_features: torch.Tensor | None = None  # N x ...: the centre view
+
+    @property
+    def views(self) -> int:
+        return 0 if self.train_features is None else len(self.train_features)
+
+
+def load_splits(layout: D.DataLayout, cache_px: int, progress: bool, log) -> tuple[D.ImageCache, D.ImageCache, dict]:
+    """Decode train and valid once; refuse a class with no readable training image or an unreadable valid split.
+    Returns both caches and {class: (train images, valid images)}."""
     num_classes = len(layout.classes)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-
-    cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
-    device = accelerator.device
-    if not accelerator.is_main_process:  # under `accelerate launch`, one process speaks for all
-        log = lambda message: None  # noqa: E731
-    architecture = resolve_model(config, device)
-    strategy = resolve_strategy(config, device)
-    # Head-only training gets no dropout: its inputs already vary over the cached views, and dropout's masks, drawn in
-    # batch order, made retrains on the same images less one differ in valid accuracy by 0.66 points (standard
-    # deviation; 0.20 without dropout), at the same accuracy (80.4 vs 80.5 %, 5 food-dev folds, lite0).
-    model, spec, extra = models.create(architecture, num_classes, head=config.head, weights=config.weights,
-                                       dropout=0.0 if strategy == "all" else 0.2)
-    image_size = config.image_size or spec.image_size
-    cache_px = D.eval_size(image_size, spec.crop_pct)
-
     train_cache = D.load_cache(layout.splits["train"], cache_px, progress=progress, desc="decode train")
     valid_cache = D.load_cache(layout.splits["valid"], cache_px, progress=progress, desc="decode valid")
-    skipped = train_cache.skipped + valid_cache.skipped
-    for path, reason in skipped:
+    for path, reason in train_cache.skipped + valid_cache.skipped:
         log(f"skipped {path}: {reason}")
     counts = {name: (a, b) for name, a, b in zip(layout.classes, D.class_counts(train_cache.labels, num_classes),
                                                   D.class_counts(valid_cache.labels, num_classes))}
@@ -194,18 +186,11 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         raise ClassifyError(f"class {empty[0]!r} has no readable training images; add some or remove the folder")
     if len(valid_cache.labels) == 0:
         raise ClassifyError("the valid split has no readable images")
+    return train_cache, valid_cache, counts
 
-    epochs = config.epochs or default_epochs(strategy, device)
-    patience = config.patience or default_patience(strategy, epochs, device)
-    backbone_lr_scale = config.backbone_lr_scale or default_backbone_lr_scale(strategy)
-    # Every random choice about an image (its crops, flips, colour, cached view, place in the epoch) is keyed on its
-    # content and the seed (D.keyed_uniforms), not drawn in file order: renaming files changes nothing, and adding a
-    # few images leaves how the others are trained alone. Streams: 1 cached views, 2 epoch order, 3 view of an image
-    # in an epoch, 4 augmentation per epoch (no frozen layers).
-    seed = config.seed
-    model = model.to(device)
 
-    # What is trained, and on what inputs: pooled features (all), trunk feature maps (partial), pixels (none).
+def split_model(model: nn.Module, strategy: str, device: torch.device) -> Parts:
+    """What is trained, and on what inputs: pooled features (all), trunk feature maps (partial), pixels (none)."""
     split_at = None
     if strategy == "all":
         frozen, trainable = model.backbone, model.head
@@ -219,232 +204,311 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
             params = list(model.backbone.parameters())
             for p in params[: int(len(params) * 0.75)]:
                 p.requires_grad_(False)
-
     # channels_last makes convolutions ~2.5x faster, but on a CPU it slows BatchNorm in training mode (measured
     # 30 vs 13 ms per layer): there it goes to the frozen, inference-only part alone.
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
     elif frozen is not None:
         frozen.to(memory_format=torch.channels_last)
-    train_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return Parts(model, frozen, trainable, split_at)
 
+
+def cache_frozen(frozen: nn.Module, inputs: Inputs, config: RunConfig, strategy: str, architecture: str,
+                 cache_px: int, accelerator, progress: bool, log) -> Inputs:
+    """Run the frozen layers once per cached view of the training images (once, centred, for valid): `inputs` with
+    their outputs. Head-only training reads and fills the feature cache (classify.features)."""
+    device = accelerator.device
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    frozen.eval()
+    with torch.inference_mode(), accelerator.autocast():
+        probe = frozen(D.model_input(inputs.train.images[:1], inputs.image_size, inputs.mean, inputs.std, device))
+    shape = tuple(probe.shape[1:])
+    views = config.views or default_views(strategy, len(inputs.train.labels), probe[0].numel() * 2)
+    log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
+    # Head-only training keeps the pooled features of every view on disk, keyed on image content (a few KB
+    # each); partial training's feature maps are 50-100x larger and are computed afresh.
+    # Under several processes the main one fills the feature cache first and the others read it back (one writer
+    # to the SQLite file, and each feature computed once).
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+    store, fingerprint = None, ""
+    if strategy == "all" and (folder := features.cache_folder(config.feature_cache)) is not None:
+        fingerprint = features.fingerprint(frozen, architecture=architecture, image_size=inputs.image_size,
+                                           cache_px=cache_px, mean=list(inputs.mean), std=list(inputs.std),
+                                           device=device.type, mixed_precision=accelerator.mixed_precision)
+        store = features.FeatureStore(folder)
     # Small inference batches are fastest on a CPU (they stay in cache); the GPU wants large ones.
-    frozen_batch = 16 if device.type == "cpu" else 256
+    common = dict(image_size=inputs.image_size, mean=inputs.mean, std=inputs.std, seed=config.seed, device=device,
+                  autocast=accelerator.autocast, store=store, fingerprint=fingerprint,
+                  batch_size=16 if device.type == "cpu" else 256, progress=progress)
+    train_features, train_read = features.frozen_features(frozen, inputs.train, views, shape,
+                                                          augment_strength=config.aug, desc="cache train", **common)
+    valid_features, valid_read = features.frozen_features(frozen, inputs.valid, 1, shape, augment_strength=0,
+                                                          desc="cache valid", **common)
+    if store:
+        evicted = store.close()
+        total = views * len(inputs.train.labels) + len(inputs.valid.labels)
+        log(f"feature cache {store.path} not used: {store.error} (delete it to start a new one)" if store.error
+            else f"feature cache {store.path}: {train_read + valid_read} of {total} view(s) read, the others computed"
+            + (f"; {evicted} least recently used view setting(s) deleted to stay under "
+               f"{store.max_bytes / 2**20:.0f} MB" if evicted else ""))
+    if accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+    return replace(inputs, train_features=train_features, valid_features=valid_features[0])
 
-    def frozen_inputs(cache, views, augment_strength, desc, store=None):
-        """Run the frozen part once per view; returns [views, N, ...] half-precision features on the CPU. With a
-        feature store, the views it holds are read from it and the others computed and added to it."""
-        keys = cache.keys.tolist()
-        outputs = []
-        with torch.inference_mode():
-            for view in range(views):
-                # View 0 is the centre crop, the same for every seed; the others are augmented, keyed on the seed.
-                setting = f"{store_fingerprint}:centre" if view == 0 else \
-                    f"{store_fingerprint}:seed {seed}:aug {augment_strength}:view {view}"
-                found = store.get(setting, keys, feature_shape) if store else {}
-                todo = [i for i, key in enumerate(keys) if key not in found]
-                view_features = torch.empty((len(keys), *feature_shape), dtype=torch.float16)
-                for start in tqdm(range(0, len(todo), frozen_batch), desc=f"{desc} {view + 1}/{views}",
-                                  disable=not progress, leave=False):
-                    index = torch.tensor(todo[start:start + frozen_batch], dtype=torch.long)
-                    uniforms = D.keyed_uniforms(cache.keys[index], D.AUGMENT_DRAWS, seed, 1, view)
-                    pixels = (D.augment(cache.images[index], image_size, augment_strength, uniforms) if view > 0
-                              else D.center_crop(cache.images[index], image_size))
-                    x = D.normalize(pixels.to(device), spec.mean, spec.std)
-                    # A batch of one takes another kernel path on the CPU whose outputs differ in the last bit (of
-                    # float16) from those in a batch of 2 or more, which agree with each other: run it as two.
-                    with accelerator.autocast():
-                        view_features[index] = frozen(x if len(x) > 1 else x.expand(2, -1, -1, -1))[:len(x)].to(
-                            "cpu", torch.float16)
-                if found:
-                    stored = [i for i, key in enumerate(keys) if key in found]
-                    view_features[stored] = torch.from_numpy(np.stack([found[keys[i]] for i in stored]))
-                if store and todo:
-                    store.put(setting, {keys[i]: view_features[i].numpy() for i in todo})
-                outputs.append(view_features)
-                reuse[0] += len(keys) - len(todo)
-                reuse[1] += len(keys)
-        return torch.stack(outputs)
 
-    if frozen is not None:
-        for p in frozen.parameters():
-            p.requires_grad_(False)
-        frozen.eval()
-        with torch.inference_mode(), accelerator.autocast():
-            probe = frozen(D.normalize(D.center_crop(train_cache.images[:1], image_size).to(device), spec.mean, spec.std))
-        feature_shape = tuple(probe.shape[1:])
-        views = config.views or default_views(strategy, len(train_cache.labels), probe[0].numel() * 2)
-        log(f"strategy {strategy}: caching {views} view(s) of the frozen layers")
-        # Head-only training keeps the pooled features of every view on disk, keyed on image content (a few KB
-        # each); partial training's feature maps are 50-100x larger and are computed afresh.
-        # Under several processes the main one fills the feature cache first and the others read it back (one writer
-        # to the SQLite file, and each feature computed once).
-        if not accelerator.is_main_process:
-            accelerator.wait_for_everyone()
-        store, reuse, store_fingerprint = None, [0, 0], ""
-        if strategy == "all" and (folder := features.cache_folder(config.feature_cache)) is not None:
-            store_fingerprint = features.fingerprint(frozen, architecture=architecture, image_size=image_size,
-                                                     cache_px=cache_px, mean=list(spec.mean), std=list(spec.std),
-                                                     device=device.type, mixed_precision=accelerator.mixed_precision)
-            store = features.FeatureStore(folder)
-        train_inputs = frozen_inputs(train_cache, views, config.aug, "cache train", store)
-        valid_inputs = frozen_inputs(valid_cache, 1, 0, "cache valid", store)[0]
-        if store:
-            evicted = store.close()
-            log(f"feature cache {store.path} not used: {store.error} (delete it to start a new one)" if store.error
-                else f"feature cache {store.path}: {reuse[0]} of {reuse[1]} view(s) read, the others computed"
-                + (f"; {evicted} least recently used view setting(s) deleted to stay under "
-                   f"{store.max_bytes / 2**20:.0f} MB" if evicted else ""))
-        if accelerator.is_main_process:
-            accelerator.wait_for_everyone()
-    else:
-        views = 0
-        log(f"strategy {strategy}: full forward pass per step")
-
+def build_optimizer(model: nn.Module, trainable: nn.Module, config: RunConfig,
+                    backbone_lr_scale: float) -> torch.optim.AdamW:
+    """AdamW over what trains: the head at `lr`, any trainable backbone layers at `lr x backbone_lr_scale`."""
     head_params = list(model.head.parameters())
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in trainable.parameters() if p.requires_grad and id(p) not in head_ids]
     groups = [{"params": head_params, "lr": config.lr}]
     if body_params:
         groups.append({"params": body_params, "lr": config.lr * backbone_lr_scale})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
+def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] = lambda message: None) -> TrainResult:
+    """Train on `config.data`, write the bundle to `config.out`, return its metrics."""
+    from accelerate import Accelerator
+
+    config.check()
+    started = time.time()
+    D.tune_cpu_allocator()
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ClassifyError(f"--out {out} is a file; give a folder for the run")
+    if config.resume and not (out / "checkpoint.json").is_file():
+        raise ClassifyError(f"nothing to resume in {out}: no checkpoint.json")
+    check_out(out)
+    layout = D.find_layout(config.data, seed=config.seed, valid_fraction=config.valid_fraction)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
+    device = accelerator.device
+    if not accelerator.is_main_process:  # under `accelerate launch`, one process speaks for all
+        log = lambda message: None  # noqa: E731
+    architecture = resolve_model(config, device)
+    strategy = resolve_strategy(config, device)
+    # Head-only training gets no dropout: its inputs already vary over the cached views, and dropout's masks, drawn in
+    # batch order, made retrains on the same images less one differ in valid accuracy by 0.66 points (standard
+    # deviation; 0.20 without dropout), at the same accuracy (80.4 vs 80.5 %, 5 food-dev folds, lite0).
+    model, spec, extra = models.create(architecture, len(layout.classes), head=config.head, weights=config.weights,
+                                       dropout=0.0 if strategy == "all" else 0.2)
+    image_size = config.image_size or spec.image_size
+    cache_px = D.eval_size(image_size, spec.crop_pct)
+    train_cache, valid_cache, counts = load_splits(layout, cache_px, progress, log)
+    epochs = config.epochs or default_epochs(strategy, device)
+    patience = config.patience or default_patience(strategy, epochs, device)
+    backbone_lr_scale = config.backbone_lr_scale or default_backbone_lr_scale(strategy)
+
+    parts = split_model(model.to(device), strategy, device)
+    inputs = Inputs(train_cache, valid_cache, image_size, spec.mean, spec.std)
+    if parts.frozen is not None:
+        inputs = cache_frozen(parts.frozen, inputs, config, strategy, architecture, cache_px, accelerator, progress,
+                              log)
+    else:
+        log(f"strategy {strategy}: full forward pass per step")
+    optimizer = build_optimizer(model, parts.trainable, config, backbone_lr_scale)
     steps_per_epoch = math.ceil(len(train_cache.labels) / config.batch_size / accelerator.num_processes)
     scheduler = _scheduler(optimizer, config, epochs, steps_per_epoch)
-    trainable, optimizer = accelerator.prepare(trainable, optimizer)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-    out.mkdir(parents=True, exist_ok=True)
-    history, best, start_epoch, best_state = [], {"accuracy": -1.0, "epoch": 0}, 0, None
-    if config.resume:
-        start_epoch, history, best, best_state = _load_checkpoint(out, model, optimizer, scheduler)
-        log(f"resuming after epoch {start_epoch}")
-
-    def forward_valid():
-        """Valid logits, N x C float32 on the CPU."""
-        trainable.eval()
-        logits = []
-        with torch.inference_mode():
-            for start in range(0, len(valid_cache.labels), 128):
-                if frozen is not None:
-                    x = valid_inputs[start:start + 128].to(device, torch.float32)
-                else:
-                    x = D.normalize(D.center_crop(valid_cache.images[start:start + 128], image_size).to(device),
-                                    spec.mean, spec.std)
-                with accelerator.autocast():
-                    logits.append(trainable(x).float().cpu())
-        return torch.cat(logits)
-
-    # Each process takes its own shard of every epoch's permutation (accelerate launch on several GPUs).
-    rank, world = accelerator.process_index, accelerator.num_processes
-    for epoch in range(start_epoch, epochs):
-        trainable.train()
-        if frozen is not None:
-            frozen.eval()
-        order = D.keyed_order(train_cache.keys, seed, 2, epoch)
-        # Every process takes the same number of batches of the same sizes (a process that skipped a step its peers
-        # took would wait for them forever): pad the permutation with its first images, as DistributedSampler does.
-        order = torch.cat([order, order[:-len(order) % world]])[rank::world]
-        view_of = (D.keyed_uniforms(train_cache.keys, 1, seed, 3, epoch)[:, 0] * views).long() if views else None
-        seen, loss_sum, correct, steps, tick = 0, 0.0, 0, 0, time.time()
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not progress or not accelerator.is_main_process, leave=False)
-        for start in bar:
-            index = order[start:start + config.batch_size]
-            if len(index) < 2:  # BatchNorm cannot train on one sample
-                continue
-            labels = train_cache.labels[index].to(device)
-            if frozen is not None:
-                x = train_inputs[view_of[index], index].to(device, torch.float32)
-            else:
-                uniforms = D.keyed_uniforms(train_cache.keys[index], D.AUGMENT_DRAWS, seed, 4, epoch)
-                pixels = D.augment(train_cache.images[index].to(device), image_size, config.aug, uniforms)
-                x = D.normalize(pixels, spec.mean, spec.std)
-            x = x.contiguous(memory_format=train_format)
-            with accelerator.autocast():
-                logits = trainable(x)
-                loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            if config.schedule != "plateau":
-                scheduler.step()
-            seen += len(index)
-            steps += 1
-            loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(-1) == labels).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            img_s=f"{seen / (time.time() - tick):.0f}")
-        train_seconds = time.time() - tick
-        if world > 1:  # the epoch's loss and accuracy over all processes' shards, not the main one's alone
-            totals = accelerator.reduce(torch.tensor([seen, loss_sum, correct], dtype=torch.float64, device=device))
-            seen, loss_sum, correct = int(totals[0]), totals[1].item(), int(totals[2])
-        probabilities = forward_valid().softmax(-1)
-        valid_loss = nn.functional.nll_loss(probabilities.clamp_min(1e-8).log(), valid_cache.labels).item()
-        valid_accuracy = (probabilities.argmax(-1) == valid_cache.labels).float().mean().item()
-        if config.schedule == "plateau":
-            scheduler.step(valid_loss)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-               "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(train_seconds, 2), "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
-               "steps": steps}  # optimizer steps per process
-        history.append(row)
-        if valid_accuracy > best["accuracy"]:
-            best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
-            best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        if accelerator.is_main_process:
-            _save_checkpoint(out, model, optimizer, scheduler, epoch + 1, history, best, best_state)
-        log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
-            f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
-        if epoch + 1 - best["epoch"] >= patience:
-            log(f"early stop: no better valid accuracy for {patience} epochs")
-            break
+    trainable, optimizer = accelerator.prepare(parts.trainable, optimizer)
+    parts = replace(parts, trainable=trainable)
+    history, best, best_state = run_epochs(parts, inputs, optimizer, scheduler, config, accelerator, out, epochs,
+                                           patience, progress, log)
 
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    valid_logits = forward_valid().numpy()
-    valid_labels = valid_cache.labels.numpy()
-    temperature = calibration.fit_temperature(valid_logits, valid_labels)
-    probabilities = calibration.softmax(valid_logits, temperature)
-    metrics = metrics_from_probabilities(probabilities, valid_labels, layout.classes)
-    metrics.update(calibration_metrics(valid_logits, valid_labels, temperature))
-    if strategy == "all":  # the cached centre views are the pooled features
-        train_features, valid_features = train_inputs[0].float(), valid_inputs.float()
-    else:
-        train_features = pooled_features(model.backbone, train_cache, image_size, spec, device, accelerator)
-        valid_features = pooled_features(model.backbone, valid_cache, image_size, spec, device, accelerator)
-    # The threshold is picked on valid against the training photos alone (each valid photo is new to them, as a
-    # user's is); the bank then holds the valid photos too: more of each dish to be near, so at least `keep` of new
-    # in-menu photos stay on the menu (measured in bench/ood.py on food-dev-extra).
-    menu_threshold = menu.pick_threshold(menu.scores(menu.normalized(train_features), valid_features), config.keep)
-    bank = menu.normalized(torch.cat([train_features, valid_features]))
+    temperature, metrics = score_valid(parts, inputs, accelerator, layout.classes)
+    menu_threshold, bank = menu_statistics(model, inputs, strategy, accelerator, config.keep)
     log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
         f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of valid")
-    wall = time.time() - started
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
-                    "train_seconds": round(wall, 1), "strategy": strategy})
-
+                    "train_seconds": round(time.time() - started, 1), "strategy": strategy})
     resolved = {
         "architecture": architecture, "classes": list(layout.classes), "image_size": image_size,
         "cache_size": cache_px, "crop_pct": spec.crop_pct, "mean": list(spec.mean), "std": list(spec.std),
         "strategy": strategy, "epochs": epochs, "patience": patience, "backbone_lr_scale": backbone_lr_scale,
-        "views": views, "split_at_block": split_at, "processes": world,
+        "views": inputs.views, "split_at_block": parts.split_at, "processes": accelerator.num_processes,
         "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "device": str(device), **extra,
         "temperature": temperature, "calibrated": True, "menu_method": menu.METHOD, "menu_threshold": menu_threshold,
         "menu_k": menu.DEFAULT_K, "splits": _split_folders(layout), "format_version": bundle_format.FORMAT_VERSION,
     }
     if accelerator.is_main_process:
-        menu.save(out / bundle_format.MENU_FILE, bank)
-        write_bundle(out, model, config, resolved, metrics, history)
-        write_reports(out, metrics, layout.classes)
-        _write_examples(out, layout, config.examples_per_class)
-        for name in ("checkpoint.json", "checkpoint.safetensors"):
-            (out / name).unlink(missing_ok=True)
-        if config.mlflow is not None:
-            _log_mlflow(config, resolved, metrics, history, out)
+        write_run(out, model, config, resolved, metrics, history, bank, layout)
     accelerator.wait_for_everyone()  # no process returns (and reads the bundle) before the main one has written it
+    skipped = train_cache.skipped + valid_cache.skipped
     return TrainResult(out, metrics, history, skipped, counts, accelerator.is_main_process)
+
+
+def run_epochs(parts: Parts, inputs: Inputs, optimizer, scheduler, config: RunConfig, accelerator, out: Path,
+               epochs: int, patience: int, progress: bool, log) -> tuple[list, dict, dict | None]:
+    """Epochs from the last checkpoint (with --resume) up to `epochs` or early stopping, checkpointing each; returns
+    the history, the best epoch ({"accuracy", "epoch"}) and its weights (None when no epoch ran)."""
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    out.mkdir(parents=True, exist_ok=True)
+    history, best, start_epoch, best_state = [], {"accuracy": -1.0, "epoch": 0}, 0, None
+    if config.resume:
+        start_epoch, history, best, best_state = _load_checkpoint(out, parts.model, optimizer, scheduler)
+        log(f"resuming after epoch {start_epoch}")
+    for epoch in range(start_epoch, epochs):
+        seen, loss_sum, correct, steps, seconds = train_one_epoch(parts, inputs, optimizer, scheduler, loss_fn,
+                                                                  accelerator, config, epoch, epochs, progress)
+        probabilities = validate(parts, inputs, accelerator).softmax(-1)
+        valid_loss = nn.functional.nll_loss(probabilities.clamp_min(1e-8).log(), inputs.valid.labels).item()
+        valid_accuracy = (probabilities.argmax(-1) == inputs.valid.labels).float().mean().item()
+        if config.schedule == "plateau":
+            scheduler.step(valid_loss)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+               "valid_loss": valid_loss, "valid_accuracy": valid_accuracy, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(seconds, 2), "images_per_second": round(seen / max(seconds, 1e-9), 1),
+               "steps": steps}  # optimizer steps per process
+        history.append(row)
+        if valid_accuracy > best["accuracy"]:
+            best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
+            best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(parts.model).state_dict().items()}
+        if accelerator.is_main_process:
+            _save_checkpoint(out, parts.model, optimizer, scheduler, epoch + 1, history, best, best_state)
+        log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
+            f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
+        if epoch + 1 - best["epoch"] >= patience:
+            log(f"early stop: no better valid accuracy for {patience} epochs")
+            break
+    return history, best, best_state
+
+
+def train_one_epoch(parts: Parts, inputs: Inputs, optimizer, scheduler, loss_fn, accelerator, config: RunConfig,
+                    epoch: int, epochs: int, progress: bool) -> tuple[int, float, int, int, float]:
+    """One pass over this process's shard of the epoch's keyed order of the training images; returns the images
+    seen, their summed loss and correct predictions (over all processes), optimizer steps and seconds."""
+    from tqdm.auto import tqdm
+
+    device, cache = accelerator.device, inputs.train
+    parts.trainable.train()
+    if parts.frozen is not None:
+        parts.frozen.eval()
+    # Each process takes its own shard of every epoch's permutation (accelerate launch on several GPUs).
+    rank, world = accelerator.process_index, accelerator.num_processes
+    order = D.keyed_order(cache.keys, config.seed, D.STREAM_EPOCH_ORDER, epoch)
+    # Every process takes the same number of batches of the same sizes (a process that skipped a step its peers
+    # took would wait for them forever): pad the permutation with its first images, as DistributedSampler does.
+    order = torch.cat([order, order[:-len(order) % world]])[rank::world]
+    view_of = (D.keyed_uniforms(cache.keys, 1, config.seed, D.STREAM_EPOCH_VIEW, epoch)[:, 0] * inputs.views).long() \
+        if inputs.views else None
+    train_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    seen, loss_sum, correct, steps, tick = 0, 0.0, 0, 0, time.time()
+    bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{epochs}",
+               disable=not progress or not accelerator.is_main_process, leave=False)
+    for start in bar:
+        index = order[start:start + config.batch_size]
+        if len(index) < 2:  # BatchNorm cannot train on one sample
+            continue
+        labels = cache.labels[index].to(device)
+        if inputs.train_features is not None:
+            x = inputs.train_features[view_of[index], index].to(device, torch.float32)
+        else:
+            uniforms = D.keyed_uniforms(cache.keys[index], D.AUGMENT_DRAWS, config.seed, D.STREAM_EPOCH_AUGMENT, epoch)
+            pixels = D.augment(cache.images[index].to(device), inputs.image_size, config.aug, uniforms)
+            x = D.normalize(pixels, inputs.mean, inputs.std)
+        x = x.contiguous(memory_format=train_format)
+        with accelerator.autocast():
+            logits = parts.trainable(x)
+            loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        if config.schedule != "plateau":
+            scheduler.step()
+        seen += len(index)
+        steps += 1
+        loss_sum += loss.item() * len(index)
+        correct += (logits.argmax(-1) == labels).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                        img_s=f"{seen / (time.time() - tick):.0f}")
+    seconds = time.time() - tick
+    if world > 1:  # the epoch's loss and accuracy over all processes' shards, not the main one's alone
+        totals = accelerator.reduce(torch.tensor([seen, loss_sum, correct], dtype=torch.float64, device=device))
+        seen, loss_sum, correct = int(totals[0]), totals[1].item(), int(totals[2])
+    return seen, loss_sum, correct, steps, seconds
+
+
+def validate(parts: Parts, inputs: Inputs, accelerator, batch_size: int = 128) -> torch.Tensor:
+    """Logits of the valid images (N x C float32, CPU): from their cached centre-view features when layers are
+    frozen, else from their centre crops."""
+    parts.trainable.eval()
+    frozen = inputs.valid_features is not None
+
+    def forward(batch):
+        if frozen:
+            x = batch.to(accelerator.device, torch.float32)
+        else:
+            x = D.model_input(batch, inputs.image_size, inputs.mean, inputs.std, accelerator.device)
+        with accelerator.autocast():
+            return parts.trainable(x).float()
+    return D.in_batches(forward, inputs.valid_features if frozen else inputs.valid.images, batch_size)
+
+
+def score_valid(parts: Parts, inputs: Inputs, accelerator, classes) -> tuple[float, dict]:
+    """The temperature fitted on valid, and valid's metrics with it (calibration figures included)."""
+    from classify import calibration
+    from classify.evaluate import calibration_metrics, metrics_from_probabilities
+
+    logits = validate(parts, inputs, accelerator).numpy()
+    labels = inputs.valid.labels.numpy()
+    temperature = calibration.fit_temperature(logits, labels)
+    metrics = metrics_from_probabilities(calibration.softmax(logits, temperature), labels, classes)
+    metrics.update(calibration_metrics(logits, labels, temperature))
+    return temperature, metrics
+
+
+def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator,
+                    keep: float) -> tuple[float, torch.Tensor]:
+    """The on-menu threshold and the bank of normalized pooled features (train and valid) it is measured against."""
+    if strategy == "all":  # the cached centre views are the pooled features
+        train_features, valid_features = inputs.train_features[0].float(), inputs.valid_features.float()
+    else:
+        train_features = pooled_features(model.backbone, inputs.train, inputs, accelerator)
+        valid_features = pooled_features(model.backbone, inputs.valid, inputs, accelerator)
+    # The threshold is picked on valid against the training photos alone (each valid photo is new to them, as a
+    # user's is); the bank then holds the valid photos too: more of each dish to be near, so at least `keep` of new
+    # in-menu photos stay on the menu (measured in bench/ood.py on food-dev-extra).
+    threshold = menu.pick_threshold(menu.scores(menu.normalized(train_features), valid_features), keep)
+    return threshold, menu.normalized(torch.cat([train_features, valid_features]))
+
+
+def pooled_features(backbone: nn.Module, cache: D.ImageCache, inputs: Inputs, accelerator,
+                    batch_size: int = 64) -> torch.Tensor:
+    """The backbone's pooled features of each cached image's centre crop (N x D float32, CPU)."""
+    backbone.eval()
+
+    def forward(batch):
+        x = D.model_input(batch, inputs.image_size, inputs.mean, inputs.std, accelerator.device)
+        with accelerator.autocast():
+            return backbone(x).float()
+    return D.in_batches(forward, cache.images, batch_size)
+
+
+def write_run(out: Path, model: nn.Module, config: RunConfig, resolved: dict, metrics: dict, history: list,
+              bank: torch.Tensor, layout: D.DataLayout) -> None:
+    """The whole bundle (weights, config, on-menu statistics, reports, examples), then the checkpoint removed."""
+    from classify.evaluate import write_reports
+
+    menu.save(out / bundle_format.MENU_FILE, bank)
+    write_bundle(out, model, config, resolved, metrics, history)
+    write_reports(out, metrics, layout.classes)
+    _write_examples(out, layout, config.examples_per_class)
+    for name in ("checkpoint.json", "checkpoint.safetensors"):
+        (out / name).unlink(missing_ok=True)
+    if config.mlflow is not None:
+        _log_mlflow(config, resolved, metrics, history, out)
 
 
 def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):
@@ -505,26 +569,12 @@ def write_bundle(out: Path, model: nn.Module, config: RunConfig, resolved: dict,
         report.save_figure(report.curves_figure(history, run, metrics.get("best_epoch")), out / "curves.png")
 
 
-def pooled_features(backbone: nn.Module, cache: D.ImageCache, image_size: int, spec, device, accelerator,
-                    batch_size: int = 64) -> torch.Tensor:
-    """The backbone's pooled features of each cached image's centre crop (N x D float32, CPU)."""
-    outputs = []
-    backbone.eval()
-    with torch.inference_mode():
-        for start in range(0, len(cache.images), batch_size):
-            pixels = D.center_crop(cache.images[start:start + batch_size], image_size).to(device)
-            with accelerator.autocast():
-                outputs.append(backbone(D.normalize(pixels, spec.mean, spec.std)).float().cpu())
-    return torch.cat(outputs)
-
-
 def _split_folders(layout: D.DataLayout) -> dict:
     """The folders training read its train and valid photos from: evaluation on them is not held out."""
     root = layout.root.resolve()
     if layout.split_made:
         return {"train": str(root), "valid": str(root)}
     return {name: str(root / name) for name in ("train", "valid")}
-
 
 
 def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:

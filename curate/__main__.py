@@ -8,7 +8,6 @@ import re
 import sqlite3
 import sys
 from collections import Counter
-from pathlib import Path
 
 from classify.options import PORT, Parser, number
 from curate import CurateError
@@ -182,30 +181,32 @@ def cmd_suspects(args, ws) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from curate.workspace import STATUSES  # noqa: F401  (keeps import errors out of --help)
+# One function per command below, each adding its parser and options; every default is the library's own.
+MIN_SIZE = number(int, 1, 10_000)  # --min-size of import and scrape: a shorter side in px
 
-    parser = Parser(prog="python -m curate", description="Build a food image set: scrape or import, "
-                                     "deduplicate, flag, review and export as ImageFolder.")
-    parser.add_argument("--workspace", default="workspace", help="workspace folder (default: ./workspace)")
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    from classify.options import number
+def _add_import(sub) -> None:
     from curate.images import MIN_SIZE_PX
 
-    min_size = number(int, 1, 10_000)  # --min-size of import and scrape: a shorter side in px
     p = sub.add_parser("import", help="copy images in from an ImageFolder tree, a .zip, a flat folder or hf:NAME[:split]")
     p.add_argument("source")
     p.add_argument("--category", help="put every image in this category (needed for a flat folder)")
     p.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename a source class (repeatable)")
-    p.add_argument("--min-size", type=min_size, default=MIN_SIZE_PX, help="refuse images whose shorter side is below "
+    p.add_argument("--min-size", type=MIN_SIZE, default=MIN_SIZE_PX, help="refuse images whose shorter side is below "
                    f"this (px, default {MIN_SIZE_PX})")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("stats", help="counts per category by status and by quality flag")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_stats)
 
+def _engine(name: str) -> str:
+    from curate.scrape import check_engine
+
+    try:
+        return check_engine(name)
+    except CurateError as error:  # refused before the workspace is opened, as a usage error
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_scrape(sub) -> None:
     from curate.scrape import DOWNLOAD_DEADLINE_TIMEOUTS, ENGINES, ScrapeConfig
 
     d = ScrapeConfig()
@@ -214,10 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories-file", help="one category per line")
     p.add_argument("--per-class", type=number(int, 1, 100_000), default=d.per_class,
                    help=f"target images per category (default {d.per_class})")
-    p.add_argument("--engine", choices=ENGINES, default=d.engine)
+    p.add_argument("--engine", type=_engine, default=d.engine, metavar="{" + ",".join(ENGINES) + "}",
+                   help=f"where to search (default {d.engine})")
     p.add_argument("--urls", help="for --engine urls: lines 'category<TAB>url', or bare URLs with one CATEGORY")
     p.add_argument("--query", default=d.query, help=f"search text; {{category}} is replaced (default {d.query!r})")
-    p.add_argument("--min-size", type=min_size, default=d.min_size_px, help="refuse images whose shorter side is below "
+    p.add_argument("--min-size", type=MIN_SIZE, default=d.min_size_px, help="refuse images whose shorter side is below "
                    f"this (px, default {d.min_size_px})")
     p.add_argument("--threads", type=number(int, 1, 64), default=d.threads,
                    help=f"download threads (default {d.threads})")
@@ -227,28 +229,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-url", help="use this search endpoint instead of the engine's own (a mirror; tests)")
     p.set_defaults(func=cmd_scrape)
 
-    from curate.hashing import METHODS
-    from curate.dedup import DEFAULT_SIMILARITY, DEFAULT_THRESHOLD_BITS, SIGNALS
+
+def _add_dedup(sub) -> None:
+    from curate.dedup import DEFAULT_SCOPE, DEFAULT_SIGNAL, DEFAULT_SIMILARITY, DEFAULT_THRESHOLD_BITS, SCOPES, SIGNALS
     from curate.embeddings import DEFAULT_MODEL
+    from curate.hashing import DEFAULT_METHOD, METHODS
 
     p = sub.add_parser("dedup", help="mark exact and near duplicates")
-    p.add_argument("--method", choices=SIGNALS, default="both",
+    p.add_argument("--method", choices=SIGNALS, default=DEFAULT_SIGNAL,
                    help="near duplicates by perceptual hash (fast), by embedding (also crops, mirrors, rotations; "
-                        "shares suspects' cache) or both (default)")
+                        f"shares suspects' cache) or both (default {DEFAULT_SIGNAL})")
     p.add_argument("--similarity", type=number(float, 0, 1, low_open=True), default=DEFAULT_SIMILARITY,
                    help=f"embedding: min cosine similarity (default {DEFAULT_SIMILARITY}, chosen in bench/dedup_quality.py)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"embedding backbone (default {DEFAULT_MODEL}, as suspects)")
-    p.add_argument("--hash", choices=METHODS, default="phash")
+    p.add_argument("--hash", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD_BITS,
                    help=f"max Hamming distance in bits (default {DEFAULT_THRESHOLD_BITS}, chosen in bench/dedup_quality.py)")
-    p.add_argument("--scope", choices=("category", "all"), default="category")
+    p.add_argument("--scope", choices=SCOPES, default=DEFAULT_SCOPE)
     p.add_argument("--workers", type=int, default=None, help="hashing processes (default: CPU count)")
     p.add_argument("--dry-run", action="store_true", help="report, change nothing")
     p.set_defaults(func=cmd_dedup)
 
-    p = sub.add_parser("check", help="recompute quality flags of every image")
-    p.set_defaults(func=cmd_check)
 
+def _add_export(sub) -> None:
     from curate.export import ExportConfig
 
     d = ExportConfig()
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=number(int, 0), default=d.seed, help=f"seed of the split and the augmentation "
                                                                        f"(default {d.seed})")
     p.add_argument("--balance", type=number(int, 0), default=d.balance, metavar="N",
-                   help="augment each training class up to N images (default 0: off)")
+                   help=f"augment each training class up to N images (default {d.balance}: off)")
     p.add_argument("--include-pending", action="store_true", help="export pending images too")
     p.add_argument("--min-per-class", type=number(int, 0), default=d.min_per_class, metavar="K",
                    help=f"refuse a class with fewer images (default {d.min_per_class})")
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier export (and nothing else)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_review(sub) -> None:
     p = sub.add_parser("review", help="open the review-and-crop UI in the browser")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=PORT, default=7860, help="port to listen on, 0..65535 (default 7860)")
@@ -279,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (servers)")
     p.set_defaults(func=cmd_review)
 
+
+def _add_accept(sub) -> None:
     from curate.quality import BLOCKING_FLAGS, FLAGS
-    from curate.suspects import SuspectsConfig
 
     p = sub.add_parser("accept", help="accept pending images that passed the automatic checks (not duplicate, no blocking flag)")
     p.add_argument("--category", help="only this category")
@@ -290,15 +296,39 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all-flags-ok", action="store_true", help="accept whatever flags an image has")
     p.set_defaults(func=cmd_accept)
 
-    p = sub.add_parser("undo", help="take back the last review decision, or the whole of the last bulk action (accept, "
-                                    "bulk reject)")
-    p.set_defaults(func=cmd_undo)
+
+def _add_suspects(sub) -> None:
+    from curate.suspects import SuspectsConfig
 
     p = sub.add_parser("suspects", help="rank pending/accepted images by how likely they are wrong (stored for review)")
     p.add_argument("--top", type=int, metavar="K", help="print only the K most suspicious")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--model", default=SuspectsConfig.model, help=f"embedding backbone (default {SuspectsConfig.model})")
     p.set_defaults(func=cmd_suspects)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from curate.workspace import STATUSES  # noqa: F401  (keeps import errors out of --help)
+
+    parser = Parser(prog="python -m curate", description="Build a food image set: scrape or import, "
+                                     "deduplicate, flag, review and export as ImageFolder.")
+    parser.add_argument("--workspace", default="workspace", help="workspace folder (default: ./workspace)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_import(sub)
+    p = sub.add_parser("stats", help="counts per category by status and by quality flag")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+    _add_scrape(sub)
+    _add_dedup(sub)
+    p = sub.add_parser("check", help="recompute quality flags of every image")
+    p.set_defaults(func=cmd_check)
+    _add_export(sub)
+    _add_review(sub)
+    _add_accept(sub)
+    p = sub.add_parser("undo", help="take back the last review decision, or the whole of the last bulk action (accept, "
+                                    "bulk reject)")
+    p.set_defaults(func=cmd_undo)
+    _add_suspects(sub)
     return parser
 
 

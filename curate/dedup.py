@@ -10,7 +10,7 @@ import numpy as np
 
 from curate import CurateError
 from curate.embeddings import DEFAULT_MODEL
-from curate.hashing import METHODS, hash_files
+from curate.hashing import DEFAULT_METHOD, METHODS, hash_files
 
 # Chosen by bench/dedup_quality.py (bench/RESULTS.md): on 1,650 food-dev images (150 originals x 6
 # transformed copies + 600 distinct photos) phash precision stays 1.000 up to 10 bits and first drops at
@@ -20,6 +20,10 @@ DEFAULT_THRESHOLD_BITS = 10
 
 # What dedup compares: perceptual hashes, embeddings (crops, mirrors, rotations) or both (edges of either kind).
 SIGNALS = ("hash", "embedding", "both")
+DEFAULT_SIGNAL = "both"
+# Where near-duplicates are looked for: within each category, or across all of them.
+SCOPES = ("category", "all")
+DEFAULT_SCOPE = "category"
 # Cosine similarity of two mirror-invariant lite2 embeddings (curate.embeddings) at or above which they are
 # near-duplicates. Chosen by bench/dedup_quality.py on its tuning half (150 food-dev originals x 8 edits + 300 distinct
 # photos): the highest recall at precision >= 0.995 is at 0.82 (precision 0.997, recall 0.996; 0.80: precision 0.986);
@@ -328,16 +332,16 @@ def _check_options(method: str, threshold_bits: int, scope: str, by: str, simila
         raise CurateError(f"unknown hash {method!r}; use one of {', '.join(METHODS)}")
     if not 0 <= threshold_bits <= 32:
         raise CurateError(f"--threshold must be between 0 and 32 bits, got {threshold_bits}")
-    if scope not in ("category", "all"):
-        raise CurateError(f"--scope must be 'category' or 'all', got {scope!r}")
+    if scope not in SCOPES:
+        raise CurateError(f"--scope must be {' or '.join(map(repr, SCOPES))}, got {scope!r}")
     if by not in SIGNALS:
         raise CurateError(f"--method must be one of {', '.join(SIGNALS)}, got {by!r}")
     if not 0 < similarity <= 1:
         raise CurateError(f"--similarity must be above 0 and at most 1, got {similarity}")
 
 
-def dedup(ws, method: str = "phash", threshold_bits: int = DEFAULT_THRESHOLD_BITS, scope: str = "category",
-          dry_run: bool = False, workers: int | None = None, progress: bool = False, by: str = "both",
+def dedup(ws, method: str = DEFAULT_METHOD, threshold_bits: int = DEFAULT_THRESHOLD_BITS, scope: str = DEFAULT_SCOPE,
+          dry_run: bool = False, workers: int | None = None, progress: bool = False, by: str = DEFAULT_SIGNAL,
           similarity: float = DEFAULT_SIMILARITY, model: str = DEFAULT_MODEL) -> DedupReport:
     """Mark exact (sha256) and near duplicates in workspace `ws`: near by perceptual hash (`method`, within
     `threshold_bits`), by embedding (cosine >= `similarity`; crops, mirrors, rotations) or both (`by`).

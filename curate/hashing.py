@@ -14,11 +14,12 @@ from classify.twins import phash
 from curate.images import InvalidImage, open_image
 
 METHODS = ("phash", "dhash", "whash", "ahash")
+DEFAULT_METHOD = "phash"
 # JPEG `draft` decodes at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels per side. phash
 # resizes to 32 px anyway; bench/hashing.py measures how often the hash changes against a full decode.
 DRAFT_PX = 64
 
-def hash_image(image: Image.Image, method: str = "phash") -> int:
+def hash_image(image: Image.Image, method: str = DEFAULT_METHOD) -> int:
     """The 64-bit hash of a decoded image; bit-compatible with imagehash's function of the same name."""
     gray = image.convert("L")
     if method == "phash":  # classify's, so that `classify evaluate --against` finds the twins dedup would
@@ -36,7 +37,7 @@ def hash_image(image: Image.Image, method: str = "phash") -> int:
     raise ValueError(f"unknown hash method {method!r}; use one of {METHODS}")
 
 
-def hash_file(path: str | Path, method: str = "phash", draft_px: int | None = DRAFT_PX) -> int | None:
+def hash_file(path: str | Path, method: str = DEFAULT_METHOD, draft_px: int | None = DRAFT_PX) -> int | None:
     """Hash of one image file, or None when it cannot be decoded."""
     try:
         image = open_image(path, mode="L", draft_size=(draft_px, draft_px) if draft_px else None)
@@ -56,7 +57,7 @@ def _hash_chunk(args: tuple[list[str], str, int | None]) -> tuple[np.ndarray, np
     return values, ok
 
 
-def hash_files(paths: Sequence[str | Path], method: str = "phash", workers: int | None = None,
+def hash_files(paths: Sequence[str | Path], method: str = DEFAULT_METHOD, workers: int | None = None,
                draft_px: int | None = DRAFT_PX, chunk_size: int = 128,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Hash many files in a process pool; returns (uint64 hashes, bool array: hash is valid)."""

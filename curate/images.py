@@ -12,10 +12,8 @@ from PIL import Image
 from classify import images as decoder
 from curate import CurateError
 
-ALLOWED_FORMATS = decoder.ALLOWED_FORMATS
 EXTENSIONS = decoder.EXTENSIONS
 IMAGE_SUFFIXES = decoder.IMAGE_EXTENSIONS
-MAX_PIXELS = decoder.MAX_PIXELS
 REASONS = decoder.REASONS
 MIN_SIZE_PX = 128
 # Byte cap on one file, downloaded or imported: 30 MB is far above any photo worth training on. Readers stop just
@@ -47,35 +45,33 @@ class ImageInfo:
         return EXTENSIONS[self.format]
 
 
-def _open(source, max_pixels: int) -> Image.Image:
+def _open(source) -> Image.Image:
     try:
-        return decoder.open_lazy(source, max_pixels)
+        return decoder.open_lazy(source)
     except decoder.ImageError as error:
         raise InvalidImage(error.reason, str(error)) from None
 
 
 def stored_size(source: str | Path | bytes) -> tuple[int, int]:
     """Width and height as stored (before EXIF orientation), from the header alone; InvalidImage when unusable."""
-    image = _open(source, MAX_PIXELS)
+    image = _open(source)
     with image:
         return image.size
 
 
-def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX) -> ImageInfo:
     """Fully decode `data` and return its facts, or raise InvalidImage with a reason.
 
     The whole image is decoded (not just the header) so truncated files are caught; the real format
     is what Pillow finds in the bytes, whatever the file name says; images whose shorter side is below
     `min_size_px` are refused as too small.
     """
-    image = _open(data, max_pixels)
+    image = _open(data)
     fmt, mode = image.format or "", image.mode
     try:
-        image.load()
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise InvalidImage("truncated", f"image data is damaged or truncated ({err})") from None
+        decoder.verify(image)
+    except decoder.ImageError as error:
+        raise InvalidImage(error.reason, str(error)) from None
     finally:
         image.close()
     if min(image.size) < min_size_px:
@@ -83,22 +79,12 @@ def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int =
     return ImageInfo(fmt, image.width, image.height, len(data), hashlib.sha256(data).hexdigest(), mode)
 
 
-def inspect_file(path: str | Path, min_size_px: int = MIN_SIZE_PX, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """inspect_bytes for a file on disk."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InvalidImage("not_an_image", f"cannot read {path}: {err.strerror}") from None
-    return inspect_bytes(data, min_size_px, max_pixels)
-
-
-def open_image(path: str | Path | bytes, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
-               draft_size: tuple[int, int] | None = None) -> Image.Image:
+def open_image(path: str | Path | bytes, mode: str = "RGB", draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image (a path or its bytes) fully into memory, upright (EXIF orientation applied), as `mode`
     (16-bit images scaled to 8 bits). `draft_size` lets JPEG decode at a reduced scale (at least that size), much
     faster when only a small version is needed (hashing, thumbnails). Raises InvalidImage when the file is unusable.
     """
-    image = _open(path if isinstance(path, (bytes, bytearray)) else Path(path), max_pixels)
+    image = _open(path if isinstance(path, (bytes, bytearray)) else Path(path))
     try:
         return decoder.load(image, mode, draft_size)
     except decoder.ImageError as error:

@@ -23,9 +23,9 @@ from curate.images import MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_byt
 from curate.quality import QualityConfig, flags_for_file
 from curate.workspace import Workspace
 
-ENGINES = ("bing", "baidu", "google", "flickr", "greedy", "urls")
-# Engines whose icrawler parser no longer reads the live site (checked against icrawler's tracker):
-# failing up front says why, instead of a thread traceback and zero images.
+ENGINES = ("bing", "flickr", "greedy", "urls")
+# Engines icrawler has whose parser no longer reads the live site (checked against icrawler's tracker): not offered,
+# and refused up front with why, instead of a thread traceback and zero images.
 BROKEN_UPSTREAM = {
     "google": "icrawler's Google parser no longer understands Google's result pages and yields nothing "
               "(hellock/icrawler#107, #125, #135, still open in 0.6.10)",
@@ -314,6 +314,15 @@ def _crawler(engine: str, config: ScrapeConfig, category: str, query: str, need:
     return crawler, feed, parser_kwargs
 
 
+def check_engine(name: str) -> str:
+    """`name` when it is one of ENGINES, else CurateError saying why (for a broken one, its upstream issue)."""
+    if name in BROKEN_UPSTREAM:
+        raise CurateError(f"engine {name!r} does not work: {BROKEN_UPSTREAM[name]}; use bing")
+    if name not in ENGINES:
+        raise CurateError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
+    return name
+
+
 def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeConfig(),
            progress: bool = False) -> ScrapeReport:
     """Top each category up to config.per_class usable images (pending or accepted).
@@ -322,10 +331,7 @@ def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeCo
     twice, and a run stopped at any point leaves a consistent workspace that the next run tops up.
     A category that cannot be filled gets a message and the others go on.
     """
-    if config.engine not in ENGINES:
-        raise CurateError(f"unknown engine {config.engine!r}; use one of {', '.join(ENGINES)}")
-    if config.engine in BROKEN_UPSTREAM:
-        raise CurateError(f"--engine {config.engine} does not work: {BROKEN_UPSTREAM[config.engine]}; use --engine bing")
+    check_engine(config.engine)
     if config.per_class < 1:
         raise CurateError("--per-class must be at least 1")
     if config.threads < 1 or not config.timeout_s > 0:

@@ -29,7 +29,7 @@ images that can still reach the training set: on bench/curation.py this put 59 o
 top 10 % instead of 55, where the off-topic images had taken 15 of its 95 places.
 
 Scores, suggested labels (the probe's top category when it is not the current one) and reasons are stored on
-the images (columns suspicion, suggested_label, suspicion_reason); ``list_by_suspicion`` reads them back in order.
+the images (columns suspicion, suggested_label, suspicion_reason); the review UI orders by them as above.
 Duplicates and rejected images are not scored: dedup and the reviewer already decided about them.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate.dedup import near_duplicate_pairs  # noqa: F401  (re-exported: its home was here)
+from curate.dedup import near_duplicate_pairs
 from curate.embeddings import DEFAULT_MODEL, embed_records
 from curate.quality import BLOCKING_FLAGS, FLAGS, SET_BY_SUSPECTS
 from curate.workspace import ImageRecord, Workspace
@@ -170,6 +170,59 @@ def _held(status: str, flags: tuple[str, ...]) -> bool:
     return status == "pending" and any(f in BLOCKING_FLAGS for f in flags)
 
 
+def _embedding_twins(readable: list[ImageRecord], features: np.ndarray,
+                     similarity: float) -> tuple[dict[int, tuple[int, float]], np.ndarray]:
+    """Near-duplicates by embedding: {index of the one to suspect: (index of its twin, cosine)}, the smaller/newer of
+    each pair suspected; and a group label per image, so that a pair always shares a probe fold."""
+    n = len(readable)
+    pair_i, pair_j, pair_sim = near_duplicate_pairs(features, similarity)
+    twin: dict[int, tuple[int, float]] = {}
+    for a, b, sim in zip(pair_i.tolist(), pair_j.tolist(), pair_sim.tolist()):
+        keep, drop = sorted((a, b), key=lambda k: (-readable[k].pixels, readable[k].created_at, readable[k].id))
+        if drop not in twin or twin[drop][1] < sim:
+            twin[drop] = (keep, sim)
+    groups = _group_of(n, pair_i, pair_j) if n else np.zeros(0, np.int64)
+    return twin, groups
+
+
+def far_from_class(features: np.ndarray, labels: np.ndarray, num_classes: int,
+                   config: SuspectsConfig = SuspectsConfig()) -> np.ndarray:
+    """The "far from its class" signal (0..1): the distance to the class centroid in robust z-units of that class,
+    ramped over `config.outlier_z`; zero in classes of fewer than 3 images."""
+    signal = np.zeros(len(features))
+    for k in range(num_classes):
+        members = np.flatnonzero(labels == k)
+        if len(members) < 3:
+            continue
+        centroid = features[members].mean(0)
+        centroid /= np.linalg.norm(centroid) or 1.0
+        distance = 1 - features[members] @ centroid
+        median = np.median(distance)
+        mad = 1.4826 * np.median(np.abs(distance - median)) or 1e-6
+        z = (distance - median) / mad
+        lo, hi = config.outlier_z
+        signal[members] = np.clip((z - lo) / (hi - lo), 0, 1)
+    return signal
+
+
+def _score(record: ImageRecord, signals: list[tuple[float, str]], flags: tuple[str, ...],
+           twin: tuple[float, str] | None, suggested: str | None, given: float | None) -> Suspect:
+    """One image's Suspect from its signals (strength, reason), its quality flags' and its twin's: their noisy-OR, and
+    the two strongest as the reason."""
+    for flag in flags:
+        if flag in SET_BY_SUSPECTS:
+            continue  # its signal is the distance itself, already counted
+        signals.append((QUALITY_WEIGHTS.get(flag, 0.0), flag.replace("_", " ")))
+    if twin is not None:
+        signals.append(twin)
+    score = 1 - float(np.prod([1 - s for s, _ in signals]))
+    signals.sort(key=lambda s: -s[0])
+    shown = [text for s, text in signals[:2] if s >= 0.3] or [signals[0][1]]
+    shown.sort(key=lambda text: not text.startswith("looks like"))  # the actionable reason first
+    return Suspect(record.id, score, record.category, suggested, ", ".join(shown), record.source_url or record.path,
+                   None if given is None else round(float(given), 4), _held(record.status, flags))
+
+
 def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), progress: bool = False) -> SuspectsReport:
     """Score every pending/accepted image, store the scores in the manifest, return them most suspicious first."""
     records = ws.list_images(status=SCORED_STATUSES)
@@ -183,42 +236,15 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
     class_index = {name: k for k, name in enumerate(categories)}
     labels = np.array([class_index[r.category] for r in readable], dtype=np.int64)
     features = np.stack([vectors[r.id] for r in readable]) if n else np.zeros((0, 1), np.float32)
-
-    # near-duplicates by embedding: one of each pair is suspect, and a pair always shares a probe fold
-    pair_i, pair_j, pair_sim = near_duplicate_pairs(features, config.near_duplicate_similarity)
-    twin: dict[int, tuple[int, float]] = {}
-    for a, b, sim in zip(pair_i.tolist(), pair_j.tolist(), pair_sim.tolist()):
-        keep, drop = sorted((a, b), key=lambda k: (-readable[k].pixels, readable[k].created_at, readable[k].id))
-        if drop not in twin or twin[drop][1] < sim:
-            twin[drop] = (keep, sim)
-    groups = _group_of(n, pair_i, pair_j) if n else np.zeros(0, np.int64)
-
-    probe_accuracy = None
-    s_label = np.zeros(n)
-    probabilities = given = None
+    twin, groups = _embedding_twins(readable, features, config.near_duplicate_similarity)
+    probabilities = given = probe_accuracy = None
     if len(categories) >= 2:
-        probabilities = probe_probabilities(features, labels, len(categories), groups, config.folds, config.probe_c, config.seed)
+        probabilities = probe_probabilities(features, labels, len(categories), groups, config.folds, config.probe_c,
+                                            config.seed)
     if probabilities is not None:
         given = probabilities[np.arange(n), labels]
-        s_label = 1 - given
-        top = probabilities.argmax(1)
-        probe_accuracy = float((top == labels).mean())
-
-    # distance to the class centroid, in robust z-units of that class
-    s_far = np.zeros(n)
-    for k in range(len(categories)):
-        members = np.flatnonzero(labels == k)
-        if len(members) < 3:
-            continue
-        centroid = features[members].mean(0)
-        centroid /= np.linalg.norm(centroid) or 1.0
-        distance = 1 - features[members] @ centroid
-        median = np.median(distance)
-        mad = 1.4826 * np.median(np.abs(distance - median)) or 1e-6
-        z = (distance - median) / mad
-        lo, hi = config.outlier_z
-        s_far[members] = np.clip((z - lo) / (hi - lo), 0, 1)
-
+        probe_accuracy = float((probabilities.argmax(1) == labels).mean())
+    s_far = far_from_class(features, labels, len(categories), config)
     s_away = far_from_every_category(features, labels, len(categories), config)
 
     results: dict[int, Suspect] = {}
@@ -233,29 +259,20 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
                 top = int(probabilities[idx].argmax())
                 if top != labels[idx]:
                     suggested = categories[top]
-                    signals.append((s_label[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
+                    signals.append((1 - given[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
                 else:
-                    signals.append((s_label[idx], f"unsure of its label ({given[idx]:.2f})"))
+                    signals.append((1 - given[idx], f"unsure of its label ({given[idx]:.2f})"))
             # far from every category implies far from its own: say only the stronger statement
             signals.append((s_away[idx], "far from every category") if s_away[idx] >= 0.3 else (s_far[idx], "far from its class"))
         flags = [f for f in r.flags if f not in SET_BY_SUSPECTS] + (["off_topic"] if s_away[idx] >= config.off_topic_at else [])
         flags = tuple(f for f in FLAGS if f in flags)
         if flags != r.flags:
             new_flags[r.id] = flags
-        for flag in flags:
-            if flag in SET_BY_SUSPECTS:
-                continue  # its signal is the distance itself, already counted
-            signals.append((QUALITY_WEIGHTS.get(flag, 0.0), flag.replace("_", " ")))
+        twin_signal = None
         if idx in twin:
             keep, sim = twin[idx]
-            signals.append((0.9, f"near-duplicate of #{readable[keep].id} ({sim:.2f})"))
-        score = 1 - float(np.prod([1 - s for s, _ in signals]))
-        signals.sort(key=lambda s: -s[0])
-        shown = [text for s, text in signals[:2] if s >= 0.3] or [signals[0][1]]
-        shown.sort(key=lambda text: not text.startswith("looks like"))  # the actionable reason first
-        reason = ", ".join(shown)
-        results[r.id] = Suspect(r.id, score, r.category, suggested, reason, r.source_url or r.path,
-                                None if given is None else round(float(given[idx]), 4), _held(r.status, flags))
+            twin_signal = (0.9, f"near-duplicate of #{readable[keep].id} ({sim:.2f})")
+        results[r.id] = _score(r, signals, flags, twin_signal, suggested, None if given is None else given[idx])
     for r in records:
         if r.id in unreadable:
             results[r.id] = Suspect(r.id, 1.0, r.category, None, "unreadable", r.source_url or r.path, None,
@@ -267,15 +284,3 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         ws.set_suspicion({s.image_id: (s.score, s.suggested_label, s.reason) for s in ordered})
     return SuspectsReport(ordered, embedded, len(records) - embedded - len(unreadable), probe_accuracy)
 
-
-def list_by_suspicion(ws: Workspace, category: str | None = None, status: str | tuple[str, ...] | None = SCORED_STATUSES,
-                      limit: int | None = None, offset: int = 0) -> list[ImageRecord]:
-    """Images most suspicious first (as stored by the last `find_suspects`), the pending ones a blocking flag holds
-    back after the others (as `find_suspects` orders them); unscored images last, oldest first.
-
-    For the review UI's "most suspicious first" order: `record.suspicion`, `record.suggested_label` and
-    `record.suspicion_reason` carry what to show.
-    """
-    records = ws.list_images(category=category, status=status)
-    records.sort(key=lambda r: (r.suspicion is None, _held(r.status, r.flags), -(r.suspicion or 0.0), r.id))
-    return records[offset:None if limit is None else offset + limit]

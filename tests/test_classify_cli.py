@@ -68,3 +68,23 @@ def test_compare_sweep(tiny_data, tmp_path):
     rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
     assert rows[0].startswith("run,accuracy") and [r.split(",")[0] for r in rows[1:]] == ["head=linear", "head=mlp"]
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+
+
+def test_defaults_come_from_the_library():
+    """In-process: each default the parser gives is the one the library function or dataclass has."""
+    from dataclasses import fields
+
+    from classify.__main__ import build_parser
+    from classify.compare import DEFAULT_OUT
+    from classify.export import FORMATS
+    from classify.predict import TOP_K
+    from classify.train import RunConfig
+
+    parser = build_parser()
+    train = vars(parser.parse_args(["train", "--data", "d"]))
+    assert {f.name: train[f.name] for f in fields(RunConfig) if f.name != "data"} == \
+        {f.name: f.default for f in fields(RunConfig) if f.name != "data"}
+    assert parser.parse_args(["predict", "--model", "m", "x.jpg"]).top_k == TOP_K
+    assert parser.parse_args(["compare", "--data", "d"]).compare_out == DEFAULT_OUT
+    for fmt in FORMATS:
+        assert parser.parse_args(["export", "--model", "m", "--format", fmt, "--out", "o"]).format == fmt

@@ -1,33 +1,14 @@
-"""Tests for curate.hashing and curate.dedup: imagehash-compatible hashes, exact search, grouping rules."""
+"""Tests for curate.dedup: exact search over hashes and embeddings, grouping rules, the workspace pass."""
 import io
 
-import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from curate.dedup import HashIndex, _pairs_brute, _pairs_mih, dedup, find_groups, pairs_within
-from curate.hashing import hash_files, hash_image
+from curate.dedup import (HashIndex, _pairs_brute, _pairs_mih, dedup, find_groups, near_duplicate_pairs,
+                          pairs_within)
 from curate.workspace import Workspace
 from test_curate_importer import photo
-
-
-@pytest.mark.parametrize("method,reference", [("phash", imagehash.phash), ("dhash", imagehash.dhash),
-                                              ("ahash", imagehash.average_hash), ("whash", imagehash.whash)])
-def test_hashes_match_imagehash(tmp_path, method, reference):
-    for seed in range(5):
-        image = Image.open(photo(tmp_path / f"{seed}.png", seed))
-        assert hash_image(image, method) == int(str(reference(image)), 16)
-
-
-def test_hash_files_parallel_matches_serial_and_flags_unreadable(tmp_path):
-    paths = [photo(tmp_path / f"{k}.jpg", k, size=(384, 384)) for k in range(40)]
-    (tmp_path / "bad.jpg").write_bytes(b"garbage")
-    paths.append(tmp_path / "bad.jpg")
-    serial, ok1 = hash_files(paths, workers=1)
-    parallel, ok2 = hash_files(paths, workers=2, chunk_size=8)
-    assert serial.dtype == np.uint64 and np.array_equal(serial, parallel)
-    assert ok1.tolist() == ok2.tolist() == [True] * 40 + [False]
 
 
 def random_hashes(n, planted, seed=0):
@@ -161,3 +142,13 @@ def test_cell_search_finds_planted_pairs_and_index_query():
     index = EmbeddingIndex(x, exact_max=500)  # cells: sqrt(3000) ~ 55, 8 probed
     ids, sims = index.query(x[-1], 0.9)
     assert int(src[-1]) in ids.tolist() and ids[0] == n - 1 and np.all(np.diff(sims) <= 0)
+
+
+def test_near_duplicate_pairs_blocked_search_matches_full_matrix():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 8)).astype(np.float32)
+    features[40:] = features[:10] + 0.01 * rng.normal(size=(10, 8))
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    i, j, s = near_duplicate_pairs(features, 0.99, block=7)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(k, 40 + k) for k in range(10)]
+    assert np.allclose(s, np.sum(features[i] * features[j], axis=1))

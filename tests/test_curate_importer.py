@@ -1,5 +1,4 @@
 """Tests for curate import and stats: ImageFolder trees, zips, flat folders, validation and idempotence."""
-import io
 import json
 import subprocess
 import sys
@@ -106,48 +105,6 @@ def test_cli_import_and_stats(tmp_path):
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
     missing = run_cli("--workspace", str(tmp_path / "none"), "stats")
     assert missing.returncode != 0 and "no workspace" in missing.stderr and "Traceback" not in missing.stderr
-
-
-def test_food_dev_subset_quality_flags(tmp_path):
-    if not FOOD_DEV.exists():
-        pytest.skip(f"{FOOD_DEV} not present")
-    src = tmp_path / "src"
-    for p in sorted((FOOD_DEV / "valid" / "apple_pie").glob("*.jpg"))[:6]:
-        (src / "apple_pie").mkdir(parents=True, exist_ok=True)
-        (src / "apple_pie" / p.name).write_bytes(p.read_bytes())
-    blurred = Image.open(p).filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(4))
-    blurred.save(src / "apple_pie" / "blurred.jpg")
-    Image.open(p).convert("L").convert("RGB").save(src / "apple_pie" / "gray.jpg")
-    Image.new("RGB", (300, 300), (250, 250, 250)).save(src / "apple_pie" / "blank.jpg")
-    with Workspace(tmp_path / "ws") as ws:
-        assert import_images(ws, str(src)).added == 9
-        flags = {Path(r.source_url).name: r.flags for r in ws.list_images()}
-    assert "blurry" in flags["blurred.jpg"] and "grayscale" in flags["gray.jpg"]
-    assert "near_blank" in flags["blank.jpg"] and "bright" in flags["blank.jpg"]
-    assert sum(1 for name, f in flags.items() if f and name[0].isdigit()) == 0  # real photos: no flags
-
-
-def test_cli_check_recomputes_flags(tmp_path):
-    src = tmp_path / "src" / "ramen"
-    photo(src / "ok.jpg", seed=1, size=(240, 200))
-    photo(src / "wide.jpg", seed=2, size=(700, 200))
-    Image.new("RGB", (200, 200), (12, 12, 12)).save(src / "dark.png")
-    ws_dir = tmp_path / "ws"
-    assert run_cli("--workspace", str(ws_dir), "import", str(tmp_path / "src")).returncode == 0
-    with Workspace(ws_dir) as ws:
-        records = {Path(r.source_url).name: r for r in ws.list_images()}
-        assert "extreme_aspect" in records["wide.jpg"].flags and "dark" in records["dark.png"].flags
-        for r in records.values():  # as if flagged by an older version, or by hand
-            ws.set_flags(r.id, ("blurry",))
-        originals = {r.path: ws.abspath(r).read_bytes() for r in records.values()}
-    out = run_cli("--workspace", str(ws_dir), "check")
-    assert out.returncode == 0, out.stderr
-    assert "extreme_aspect" in out.stdout  # the summary table
-    with Workspace(ws_dir) as ws:
-        after = {Path(r.source_url).name: r.flags for r in ws.list_images()}
-        assert all(ws.abspath(r).read_bytes() == originals[r.path] for r in ws.list_images())
-    assert after["ok.jpg"] == () and "extreme_aspect" in after["wide.jpg"] and "blurry" not in after["wide.jpg"]
-    assert "dark" in after["dark.png"] and "near_blank" in after["dark.png"]
 
 
 def test_a_demo_feedback_folder_comes_in_pending_with_what_the_model_said(tmp_path):

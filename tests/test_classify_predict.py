@@ -1,15 +1,13 @@
-"""classify.predict and classify.export: the Python API, bundles missing files, ONNX and TorchScript agreement."""
+"""classify.predict: the Python API, bundles missing files or damaged, the predict command."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import onnxruntime
 import pytest
 
 import classify
 from classify import ClassifyError
-from classify.export import export
 
 
 def test_predict_api(trained_bundle, tiny_data_session):
@@ -22,8 +20,8 @@ def test_predict_api(trained_bundle, tiny_data_session):
     assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
     from PIL import Image
     assert predictor.predict(Image.open(image), k=1)[0][0] == "green_salad"
-    many = predictor.predict_many([image, image], k=2)
-    assert len(many) == 2 and many[0] == many[1]
+    many = predictor.predictions([image, image], k=2)
+    assert len(many) == 2 and many[0].top == many[1].top and len(many[0].top) == 2
 
 
 def test_predict_rejects_non_image(trained_bundle, tmp_path):
@@ -75,24 +73,3 @@ def test_predict_cli_folder(trained_bundle, tiny_data_session, tmp_path):
     run = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle),
                           str(tmp_path / "empty")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stderr.strip() == f"error: no images in folder {tmp_path / 'empty'}"
-
-
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_agrees_with_pytorch(trained_bundle, tmp_path, fmt):
-    out = tmp_path / f"model.{fmt}"
-    report = export(trained_bundle, fmt, out)
-    assert out.stat().st_size > 100_000
-    assert report.n_images == 9 and report.max_abs_difference < 1e-4
-    sidecar = json.loads((tmp_path / f"model.{fmt}.json").read_text())
-    assert sidecar["classes"] == classify.load(trained_bundle).classes
-    assert sidecar["temperature"] == classify.load(trained_bundle).temperature != 1.0  # the fitted one
-    if fmt == "onnx":  # the file stands alone: run it with onnxruntime and compare with the Python API
-        import numpy as np
-        import torch
-        from classify import data as D
-        predictor = classify.load(trained_bundle)
-        image = next((trained_bundle / "examples" / "red_soup").glob("*.jpg"))
-        x = D.normalize(D.center_crop(predictor.preprocess(image).unsqueeze(0), 64), sidecar["mean"], sidecar["std"])
-        logits = onnxruntime.InferenceSession(str(out)).run(None, {"pixels": x.contiguous().numpy()})[0]
-        probabilities = torch.from_numpy(logits).softmax(-1)[0].numpy()
-        assert sidecar["classes"][int(np.argmax(probabilities))] == predictor.predict(image, k=1)[0][0]

@@ -1,0 +1,29 @@
+"""classify.export: ONNX and TorchScript files that agree with PyTorch, and stand alone."""
+import json
+
+import onnxruntime
+import pytest
+
+import classify
+from classify.export import export
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_agrees_with_pytorch(trained_bundle, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    report = export(trained_bundle, fmt, out)
+    assert out.stat().st_size > 100_000
+    assert report.n_images == 9 and report.max_abs_difference < 1e-4
+    sidecar = json.loads((tmp_path / f"model.{fmt}.json").read_text())
+    assert sidecar["classes"] == classify.load(trained_bundle).classes
+    assert sidecar["temperature"] == classify.load(trained_bundle).temperature != 1.0  # the fitted one
+    if fmt == "onnx":  # the file stands alone: run it with onnxruntime and compare with the Python API
+        import numpy as np
+        import torch
+        from classify import data as D
+        predictor = classify.load(trained_bundle)
+        image = next((trained_bundle / "examples" / "red_soup").glob("*.jpg"))
+        x = D.normalize(D.center_crop(predictor.preprocess(image).unsqueeze(0), 64), sidecar["mean"], sidecar["std"])
+        logits = onnxruntime.InferenceSession(str(out)).run(None, {"pixels": x.contiguous().numpy()})[0]
+        probabilities = torch.from_numpy(logits).softmax(-1)[0].numpy()
+        assert sidecar["classes"][int(np.argmax(probabilities))] == predictor.predict(image, k=1)[0][0]
