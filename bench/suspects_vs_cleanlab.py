@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-from curation import make_noisy, split_folds  # noqa: E402
+from curation import keep_embeddings, make_noisy, reuse_embeddings, split_folds  # noqa: E402
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
 BUDGETS = (5, 10, 20)
@@ -44,7 +44,6 @@ BUDGETS = (5, 10, 20)
 def score_fold(work: Path, fold_root: Path, noise_seed: int, cache: dict[str, bytes]) -> dict:
     """Rankings of one fold's queue: name → list of (kind) in queue order; the kinds of injected images."""
     from curate.dedup import dedup
-    from curate.embeddings import content_key
     from curate.importer import import_images
     from curate.suspects import SuspectsConfig, _group_of, find_suspects, near_duplicate_pairs, probe_probabilities
     from curate.workspace import Workspace
@@ -54,15 +53,13 @@ def score_fold(work: Path, fold_root: Path, noise_seed: int, cache: dict[str, by
     with Workspace(work / "ws") as ws:
         import_images(ws, str(work / "noisy"))
         dedup(ws, by="hash")  # as curation.py's prepare() does
-        # keyed as curate.embeddings keys them (content and kind of vector), or suspects would embed them again
-        known = {r.id: (content_key(r), cache[r.sha256]) for r in ws.list_images() if r.sha256 in cache and r.crop is None}
-        ws.set_embeddings(config.model, known)
+        reuse_embeddings(ws, cache, config.model)
         started = time.time()
         report = find_suspects(ws, config)
         suspects_s = time.time() - started
+        keep_embeddings(ws, cache, config.model)
         stored = ws.embeddings(config.model)
         records = {r.id: r for r in ws.list_images()}
-    cache.update({records[i].sha256: vector for i, (_, vector) in stored.items()})
     ids = [s.image_id for s in report.suspects if s.image_id in stored]
     kinds = np.array([truth[records[i].sha256].kind for i in ids])
     # The probe's inputs exactly as find_suspects builds them (readable images, sorted categories, twin groups).
