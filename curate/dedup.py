@@ -29,9 +29,9 @@ DEFAULT_SIMILARITY = 0.82
 # cores); above, vectors are put in cells by spherical k-means and compared within cells only.
 EXACT_MAX = 20_000
 CELLS_PER_VECTOR = 3  # grouping: each vector joins its 3 nearest cells, so twins near a cell border still meet
-# One query against an index searches the cells of its 32 nearest centroids: on 1M random 1,280-d vectors (no
-# clusters, the hardest case) 8 cells find 192 of 200 planted twins, 16 find 198, 32 find 199 at p50 18-20 ms on 2
-# loaded cores (bench/dedup_scale.py, bench/RESULTS.md).
+# One query against an index searches the cells of its 32 nearest centroids (of ~sqrt(N)): on 1M random 1,280-d
+# vectors (no clusters, the hardest case) 8 cells return 192-194 of the 200 exact neighbours of 200 queries, 16 198-199,
+# 32 199, at p50 21 ms on 2 cores at load 15 (16: 13 ms); bench/dedup_scale.py, bench/RESULTS.md. 32 keeps the margin.
 CELLS_PROBED = 32
 KMEANS_ITERATIONS = 8
 KMEANS_SAMPLE_PER_CELL = 32
@@ -232,7 +232,7 @@ class EmbeddingIndex:
 
     Up to `exact_max` vectors every one is compared (a matrix-vector product). Above, a faiss inverted-file index:
     ~sqrt(N) k-means cells, vectors stored as float16 (half the memory, and half the bytes a query reads: on 1M x 1280
-    p50 9 ms vs 23 ms for float32 at 16 cells; similarities within 3e-5 of float32), of which the query's
+    p50 9 ms vs 23 ms for float32 at 16 cells in a trial on a loaded machine; similarities within 3e-5 of float32), of which the query's
     `cells_probed` nearest are searched. bench/dedup_scale.py checks it against the exact answer.
     """
 
