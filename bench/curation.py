@@ -30,7 +30,8 @@ seed (about 45 s for the 1,100 food-dev images on a quiet 2-core CPU), after whi
   (a) clean: the fold's clean train as is;
   (b) noisy: the noisy folder as is;
   (c) auto: `import` into a workspace (drops byte duplicates), `dedup` (phash, 10 bits, per class), `suspects`
-      (which flags off_topic the images far from every category), `accept` (images with a blocking flag,
+      (which flags off_topic the images far from every category; an image's embedding is computed once for all folds
+      of the run, as a workspace that had embedded it before would hold it), `accept` (images with a blocking flag,
       unreadable/too_small/near_blank/off_topic, stay pending and are left out), accepted images trained on;
   (d) review@P: as (c), but before `accept` a simulated reviewer checks the top P % of `suspects`' order (P % of
       the images scored; that order puts the images a blocking flag already holds back last) and fixes what is
@@ -246,13 +247,31 @@ def _review(ws, truth: dict[str, Truth], ids: list[int]) -> None:
             ws.set_status(r.id, "accepted")
 
 
+def reuse_embeddings(ws, cache: dict[str, bytes], model: str) -> None:
+    """Store in `ws` the vectors `cache` (sha256 → float32 bytes) has for its images, as an earlier run would have left
+    them (keyed by curate.embeddings.content_key: suspects then embeds only the others)."""
+    from curate.embeddings import content_key
+
+    ws.set_embeddings(model, {r.id: (content_key(r), cache[r.sha256]) for r in ws.list_images()
+                              if r.sha256 in cache and r.crop is None})
+
+
+def keep_embeddings(ws, cache: dict[str, bytes], model: str) -> None:
+    """Add the vectors `ws` holds to `cache` (sha256 → float32 bytes), for the next fold."""
+    records = {r.id: r for r in ws.list_images()}
+    cache.update({records[i].sha256: vector for i, (_, vector) in ws.embeddings(model).items() if records[i].crop is None})
+
+
 def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_DEV,
-            progress: bool = True) -> tuple[dict[str, Path], dict]:
-    """Build the data folder of every arm from clean/{train,valid}; returns (arm → data root, ranking figures)."""
+            progress: bool = True, embeddings: dict[str, bytes] | None = None) -> tuple[dict[str, Path], dict]:
+    """Build the data folder of every arm from clean/{train,valid}; returns (arm → data root, ranking figures).
+
+    `embeddings` (sha256 → vector bytes), when given, is shared between folds: an image's vector is computed once.
+    """
     from curate.dedup import dedup
     from curate.importer import import_images
     from curate.quality import accept_passing
-    from curate.suspects import find_suspects
+    from curate.suspects import SuspectsConfig, find_suspects
     from curate.workspace import Workspace
 
     noisy = work / "noisy"
@@ -268,7 +287,11 @@ def prepare(work: Path, noise_seed: int, budgets: list[int], clean: Path = FOOD_
     with Workspace(base) as ws:
         import_images(ws, str(noisy), progress=progress)
         dedup(ws, progress=progress, by="hash")  # the hash dedup these figures were measured with
+        if embeddings is not None:
+            reuse_embeddings(ws, embeddings, SuspectsConfig().model)
         report = find_suspects(ws, progress=progress)
+        if embeddings is not None:
+            keep_embeddings(ws, embeddings, SuspectsConfig().model)
     suspects_s = time.time() - started
     ranking = [s.image_id for s in report.suspects]
     figures = {"scored": len(ranking), "suspects_s": suspects_s, "probe_accuracy": report.probe_accuracy}
@@ -339,7 +362,8 @@ def _recovered(values: dict[str, list[float]], arm: str, draws: int = 2000) -> t
     return ((d.mean() - b.mean()) / (a.mean() - b.mean()), *np.percentile(share, [5, 95]))
 
 
-def _prepare_fold(work: Path, fold_root: Path, noise_seed: int, budgets: list[int]) -> tuple[dict[str, Path], dict]:
+def _prepare_fold(work: Path, fold_root: Path, noise_seed: int, budgets: list[int],
+                  embeddings: dict[str, bytes]) -> tuple[dict[str, Path], dict]:
     """prepare() once per folder: a re-run with the same --work reuses the arms (roots and figures are kept in JSON)."""
     saved = work / "prepared.json"
     if saved.exists():
@@ -351,7 +375,7 @@ def _prepare_fold(work: Path, fold_root: Path, noise_seed: int, budgets: list[in
     if work.exists():
         shutil.rmtree(work)  # an interrupted prepare
     work.mkdir(parents=True)
-    roots, figures = prepare(work, noise_seed, budgets, fold_root)
+    roots, figures = prepare(work, noise_seed, budgets, fold_root, embeddings=embeddings)
     saved.write_text(json.dumps({"roots": {arm: str(root) for arm, root in roots.items()}, "figures": figures}))
     return roots, figures
 
@@ -403,8 +427,9 @@ def main() -> int:
     # fold and arm it is in (classify.features; the runs are bit for bit those without it).
     feature_cache = str(work / "feature-cache")
     folds = []  # (roots, figures) per fold
+    embeddings: dict[str, bytes] = {}  # sha256 → suspects' vector: a clean image is embedded once, not once a fold
     for fold_name, fold_work, fold_root, noise_seed in fold_roots:
-        roots, figures = _prepare_fold(fold_work, fold_root, noise_seed, args.budgets)
+        roots, figures = _prepare_fold(fold_work, fold_root, noise_seed, args.budgets, embeddings)
         folds.append((roots, figures))
         print(f"{fold_name}: ranked {figures['scored']} images in {figures['suspects_s']:.0f} s; noise left after the automatic "
               f"steps: {figures['noise_left']} {figures['noise_by_kind']}; held back by a flag: {figures.get('held_by_kind')}; "

@@ -9,6 +9,9 @@ platekit: `curate.quality.flags_for_file` (what `curate check` stores) with its 
 `Imagelab(filepaths=...).find_issues({"blurry": {}, "dark": {}, "odd_size": {}, ...})` with its default thresholds
 (CleanVision has no "too small" type: odd_size, a size far from the set's typical one, is the nearest).
 Reported per defect: precision of the flag over all images, recall per strength (a mild defect counted as positive).
+Then the dark flag's false-flag rate on real photos as they are: every photo of food-dev (train and valid) and
+food-dev-extra, which hold genuinely dim restaurant shots but no darkened copy (`dark` does not block `accept`: each
+flag there is one more photo a reviewer is pointed to).
 
   python bench/quality_vs_cleanvision.py            # appends to bench/RESULTS.md
   python bench/quality_vs_cleanvision.py --no-record --per-class 5
@@ -68,10 +71,29 @@ def score(flagged: list[bool], images: list[tuple[Path, str, str]], defect: str)
     return cells + [str(false_on_clean)]
 
 
+def real_photo_rows(lab_class) -> list[list]:
+    """Per set of real photos: how many `dark` flags platekit and CleanVision put on them."""
+    from curate.quality import flags_for_file
+
+    rows = []
+    for name, folder in (("food-dev", FOOD_DEV), ("food-dev-extra", FOOD_DEV.parent / "food-dev-extra")):
+        photos = sorted(str(p) for p in folder.rglob("*.jpg"))
+        if not photos:
+            continue
+        platekit = sum("dark" in flags_for_file(p) for p in photos)
+        lab = lab_class(filepaths=photos)
+        lab.find_issues({"dark": {}}, verbose=False)
+        cleanvision = int(lab.issues["is_dark_issue"].sum())
+        rows.append([name, len(photos), f"{platekit} ({platekit / len(photos):.2%})",
+                     f"{cleanvision} ({cleanvision / len(photos):.2%})"])
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-class", type=int, default=15, help="food-dev valid photos per class")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--no-real", action="store_true", help="skip the false-flag count on real photos")
     args = parser.parse_args()
     if not (FOOD_DEV / "valid").is_dir():
         print(f"bench: food-dev not found at {FOOD_DEV} (set PLATEKIT_FOOD_DEV)", file=sys.stderr)
@@ -106,6 +128,8 @@ def main() -> int:
              f"images. platekit: curate.quality.flags_for_file, default thresholds, {platekit_s:.0f} s; CleanVision "
              f"Imagelab.find_issues, default thresholds, {cleanvision_s:.0f} s. Precision counts every image the flag "
              f"is on (another defect's image flagged is a false positive).")
+    if not args.no_real:
+        body += "\n\n" + table(["real photos", "photos", "platekit `dark`", "CleanVision `dark`"], real_photo_rows(Imagelab))
     print(body)
     print(notes)
     if not args.no_record:

@@ -2,7 +2,7 @@
 
 Data: bench/curation.py's folds and noise (its split_folds and make_noisy: 8 % label flips, 2 % byte and 4 % near
 duplicates, 6 % off-topic images in each fold's 880 training images). Per fold, as curation.py's prepare() does:
-`import`, `dedup`, `suspects` in a workspace; the ranked images (the byte duplicates dedup caught are not) are the
+`import`, `dedup` (by hash), `suspects` in a workspace; the ranked images (the byte duplicates dedup caught are not) are the
 queue. Every ranking below orders those same images:
   - platekit queue: `curate suspects`' order as shipped (held-back images, e.g. flagged off_topic, last);
   - platekit score: the same scores without moving held-back images last;
@@ -12,7 +12,7 @@ queue. Every ranking below orders those same images:
   - cleanlab find_label_issues: `cleanlab.filter.find_label_issues(..., return_indices_ranked_by="self_confidence")`
     first, the other images after them by label quality;
   - cleanlab OutOfDistribution: `cleanlab.outlier.OutOfDistribution().fit_score(features=embeddings)` ascending (the
-    embeddings `suspects` uses, lite2);
+    embeddings `suspects` uses: lite2, the mean of the photo's and its mirror's, curate.embeddings);
   - cleanlab combined: the minimum of label quality and OOD score, ascending (one queue for both kinds).
 Reported, summed over the folds: label flips and off-topic images in the top 5 / 10 / 20 % of each queue, and the
 precision there (any injected image counts). Embeddings are computed once per image content for all folds (a cache in
@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-from curation import make_noisy, split_folds  # noqa: E402
+from curation import keep_embeddings, make_noisy, reuse_embeddings, split_folds  # noqa: E402
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
 BUDGETS = (5, 10, 20)
@@ -52,15 +52,14 @@ def score_fold(work: Path, fold_root: Path, noise_seed: int, cache: dict[str, by
     truth = make_noisy(fold_root / "train", work / "noisy", noise_seed)
     with Workspace(work / "ws") as ws:
         import_images(ws, str(work / "noisy"))
-        dedup(ws)
-        known = {r.id: (r.sha256, cache[r.sha256]) for r in ws.list_images() if r.sha256 in cache and r.crop is None}
-        ws.set_embeddings(config.model, known)
+        dedup(ws, by="hash")  # as curation.py's prepare() does
+        reuse_embeddings(ws, cache, config.model)
         started = time.time()
         report = find_suspects(ws, config)
         suspects_s = time.time() - started
+        keep_embeddings(ws, cache, config.model)
         stored = ws.embeddings(config.model)
         records = {r.id: r for r in ws.list_images()}
-    cache.update({records[i].sha256: vector for i, (_, vector) in stored.items()})
     ids = [s.image_id for s in report.suspects if s.image_id in stored]
     kinds = np.array([truth[records[i].sha256].kind for i in ids])
     # The probe's inputs exactly as find_suspects builds them (readable images, sorted categories, twin groups).

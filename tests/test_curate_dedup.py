@@ -124,24 +124,48 @@ def test_embedding_cache_is_suspects_own_and_mirror_invariant(tmp_path, food_dev
         assert a.id not in cached_vectors(ws, ws.list_images(), DEFAULT_MODEL)  # a new crop is embedded again
 
 
-def test_cell_search_finds_planted_pairs_and_index_query():
-    from curate.dedup import EmbeddingIndex, near_duplicate_pairs, similar_pairs
-
-    rng = np.random.default_rng(0)
-    n, planted = 3000, 100
+def _planted(n: int, planted: int, seed: int, noise) -> tuple[np.ndarray, np.ndarray]:
+    """n random unit vectors in 64-d, the last `planted` noisy copies of others: (vectors, their sources)."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     src = rng.choice(n - planted, planted, replace=False)
-    x[n - planted:] = x[src] + 0.15 * rng.standard_normal((planted, 64)).astype(np.float32) / 8
+    x[n - planted:] = x[src] + np.asarray(noise, dtype=np.float32) * rng.standard_normal((planted, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, src
+
+
+def test_cell_search_finds_planted_pairs():
+    from curate.dedup import near_duplicate_pairs, similar_pairs
+
+    x, src = _planted(3000, 100, 0, 0.15 / 8)
     exact = set(zip(*[a.tolist() for a in near_duplicate_pairs(x, 0.9)[:2]]))
     i, j, s = similar_pairs(x, 0.9, exact_max=500)  # cells: 2 sqrt(3000) ~ 110 of them
     cells = set(zip(i.tolist(), j.tolist()))
-    assert len(cells) == len(i) and cells <= exact and len(cells) >= 0.9 * len(exact) >= 0.9 * planted
+    assert len(cells) == len(i) and cells <= exact and len(cells) >= 0.9 * len(exact) >= 0.9 * len(src)
     assert np.allclose(s, (x[i] * x[j]).sum(1), atol=1e-5)
-    index = EmbeddingIndex(x, exact_max=500)  # cells: sqrt(3000) ~ 55, 8 probed
-    ids, sims = index.query(x[-1], 0.9)
-    assert int(src[-1]) in ids.tolist() and ids[0] == n - 1 and np.all(np.diff(sims) <= 0)
+
+
+def test_embedding_index_approximate_agrees_with_exact():
+    from curate.dedup import EmbeddingIndex
+
+    n, planted = 4000, 200
+    x, src = _planted(n, planted, 1, np.random.default_rng(2).uniform(0.02, 0.06, (planted, 1)))
+    ids = np.arange(n) + 1000
+    exact, approximate = EmbeddingIndex(x, ids), EmbeddingIndex(x, ids, exact_max=500)  # 63 cells, 32 probed
+    assert exact.index is None and approximate.index is not None
+    found = total = 0
+    for q in range(n - planted, n):
+        truth, _ = exact.query(x[q], 0.82)
+        got, sims = approximate.query(x[q], 0.82)
+        assert set(got.tolist()) <= set(truth.tolist())  # nothing below the threshold, nothing made up
+        assert np.allclose(sims, x[got - 1000] @ x[q], atol=5e-4) and np.all(np.diff(sims) <= 0)  # stored as float16
+        found += len(set(got.tolist()) & set(truth.tolist()))
+        total += len(truth)
+    assert total >= 2 * planted and found >= 0.98 * total
+    assert int(src[-1]) + 1000 in exact.query(x[-1], 0.82)[0].tolist()
+    got, _ = approximate.query(x[-1], 0.82, cells_probed=1)  # one cell: its own, maybe not its twin's
+    assert got[0] == ids[-1]
 
 
 def test_near_duplicate_pairs_blocked_search_matches_full_matrix():

@@ -4,13 +4,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from conftest import COLOURS, make_image
 from curate import CurateError
 from curate.__main__ import main
 from curate.importer import import_images
-from curate.quality import BLOCKING_FLAGS, accept_passing
+from curate.quality import BLOCKING_FLAGS, accept_passing, flags_for_file, flags_for_image, measure
 from curate.workspace import Workspace
 from test_curate_importer import FOOD_DEV, photo, run_cli
 from test_curate_suspects import add
@@ -129,3 +129,35 @@ def test_accept_cli(mixed_ws, capsys):
     run = subprocess.run([sys.executable, "-m", "curate", "--workspace", root, "accept", "--category", "pho"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.strip() == "curate: unknown category 'pho'"
+
+
+def _photos(food_dev, count):
+    return sorted((food_dev / "valid").rglob("*.jpg"))[:count]
+
+
+def test_darkened_photo_is_dark(food_dev, tmp_path):
+    for k, path in enumerate(_photos(food_dev, 6)):
+        with Image.open(path) as opened:
+            photo = opened.convert("RGB")
+        assert "dark" not in flags_for_image(photo)
+        darkened = tmp_path / f"darkened{k}.jpg"
+        ImageEnhance.Brightness(photo).enhance(0.25).save(darkened, quality=90)
+        assert "dark" in flags_for_file(darkened)
+
+
+def test_dim_restaurant_photos_are_not_dark(food_dev):
+    # Two real photos taken in dim rooms, a lit plate in each: their mean gray is below 35 (the rule before flagged
+    # both), but their brightest pixels are bright.
+    for name in ("beignets/2350619.jpg", "baby_back_ribs/1202936.jpg"):
+        path = food_dev / "train" / name
+        with Image.open(path) as opened:
+            assert measure(opened)["mean"] < 35
+        assert "dark" not in flags_for_file(path)
+
+
+def test_dark_rule_on_made_images():
+    night = Image.new("RGB", (200, 200), (20, 24, 30))
+    assert "dark" in flags_for_image(night)
+    lamp = night.copy()
+    lamp.paste((250, 240, 200), (80, 80, 120, 120))  # 4 % of the picture lit: not under-exposed
+    assert "dark" not in flags_for_image(lamp) and measure(lamp)["mean"] < 35
