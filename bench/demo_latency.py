@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FORWARD_BATCH = 16  # the demo's largest batch (classify/batching.py MAX_BATCH)
 FORWARD_PASSES = 8  # timed passes before the load, and again after it
 # The URL is plain http://, so no certificate is ever checked; with ssl_verify=True (the default) httpx builds an SSL
-# context for each of gradio_client's HTTP calls anyway (encode/httpx#2298): 15-50 ms of CPU per call measured here,
-# which on 2 cores shared with the server would be the largest cost per request. The stock client gets its own row.
+# context for each of gradio_client's HTTP calls anyway (encode/httpx#2298): 23-25 ms of CPU each, measured here,
+# three per prediction (upload, queue/join, the result stream), more than the model's forward pass, on the cores the
+# server needs. The stock client gets its own row.
 CLIENT = {"verbose": False, "ssl_verify": False}
 
 
