@@ -18,6 +18,7 @@ from PIL import Image
 import classify
 from classify import ClassifyError, feedback, images
 from classify import bundle as bundle_format
+from classify.batching import MAX_BATCH, Batcher
 from classify.explain import Explainer
 from classify.names import class_key
 from classify.options import PORT, Parser, number, read_text
@@ -28,6 +29,13 @@ MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food
 REQUEST_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and JSON around an upload
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
 CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
+# Predictions are the exception: their handlers decode the upload, then wait for a shared forward pass (batching.py),
+# so as many run at once as one pass takes images; the page and both API endpoints count against the same limit.
+PREDICTION_SLOTS = MAX_BATCH
+# Gradio rebuilds a pandas summary of its last 10,000 events after every event (queueing.py
+# compute_analytics_summary), for its /monitoring page: 2 ms of CPU at 300 events, 8-12 ms at 10,000 (measured here),
+# so a demo that has served a while pays more per request. Every 100th event keeps that page current enough.
+ANALYTICS_EVERY = "100"
 EXAMPLES_PER_CLASS = 2
 STRATEGIES = {"all": "frozen (head trained)", "partial": "last stages fine-tuned", "none": "fully fine-tuned"}
 TRAIN_HINT = "python -m classify train --data DATA --out runs/food"
@@ -175,12 +183,13 @@ def open_upload(payload) -> Image.Image:
         raise user_error(f"'{name}': {error}.") from None
 
 
-def top_k(predictor, image: Image.Image, k: int = TOP_K):
-    """The image's classify.predict.Prediction: calibrated top-k and whether it is on the menu."""
+def top_k(batcher: Batcher, image: Image.Image, k: int = TOP_K):
+    """The image's classify.predict.Prediction: calibrated top-k and whether it is on the menu, from a forward pass
+    shared with whatever other requests are waiting."""
     # The predictor shrinks the shorter side to its input size before anything else (JPEGs are even decoded at
     # reduced scale), so a 48 MP photo costs little more than a thumbnail.
     try:
-        return predictor.prediction(image, k=k)
+        return batcher.prediction(image, k=k)
     except ClassifyError as error:
         raise user_error(f"This image could not be read: {error}") from None
 
@@ -291,6 +300,7 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
     run_dir = Path(run_dir)
     folder = feedback.open_folder(feedback_dir) if feedback_dir is not None else None
     predictor = classify.load(run_dir)
+    batcher = Batcher(predictor)
     if facts is not None and not {class_key(name) for name in facts} & {class_key(name) for name in predictor.classes}:
         raise ClassifyError(f"the facts file names none of the model's classes ({', '.join(predictor.classes[:5])}"
                             f"{', ...' if len(predictor.classes) > 5 else ''})")
@@ -309,7 +319,7 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
         image = open_upload(payload)
         width, height = image.size  # before predicting: JPEG draft mode shrinks the image in place
         start = time.perf_counter()
-        prediction = top_k(predictor, image)
+        prediction = top_k(batcher, image)
         explanation = explain(explainer, image) if show_heat_map and explainer else None
         latency_ms = 1000 * (time.perf_counter() - start)
         return {label: gr.update(value={display_name(name): p for name, p in prediction.top},
@@ -325,13 +335,13 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
     def predict(image: FileData) -> list[dict]:
         """The top-5 classes of an image, most likely first: [{"label": class, "probability": p, "on_menu": bool,
         "menu_score": s}, ...]; every row carries the image's on_menu and menu_score (the list stays a list)."""
-        result = top_k(predictor, open_upload(image)).to_json()
+        result = top_k(batcher, open_upload(image)).to_json()
         return [row | {"on_menu": result["on_menu"], "menu_score": result["menu_score"]}
                 for row in result["predictions"]]
 
     def classify_photo(image: FileData) -> dict:
         """{"predictions": [{"label", "probability"}, ...], "on_menu": bool, "menu_score": s}, as predict --json."""
-        return top_k(predictor, open_upload(image)).to_json()
+        return top_k(batcher, open_upload(image)).to_json()
 
     title = f"platekit: what's on the plate? ({len(predictor.classes)} dishes)"
     with gr.Blocks(title=title) as demo:
@@ -359,11 +369,12 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 facts_box = gr.Markdown(elem_id="facts")
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
+        slots = {"concurrency_id": "prediction", "concurrency_limit": PREDICTION_SLOTS}
         for trigger in (image.change, show_heat_map.change):
             trigger(classify_image, [image, show_heat_map], [label, verdict, facts_box, latency, heat_map],
-                    preprocess=False, api_visibility="private")
-        gr.api(predict, api_name="predict")
-        gr.api(classify_photo, api_name="classify")
+                    preprocess=False, api_visibility="private", **slots)
+        gr.api(predict, api_name="predict", **slots)
+        gr.api(classify_photo, api_name="classify", **slots)
     return demo
 
 
@@ -418,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     max_bytes = int(args.max_upload_mb * 1024 * 1024)
     # every request body is capped too: Gradio's cap is per file, and a webcam photo arrives as a base64 data: URL
     middleware = guard(max_body_bytes=max_bytes * 4 // 3 + REQUEST_OVERHEAD_BYTES)
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", ANALYTICS_EVERY)  # read when the queue is made
     try:
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=256).launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=auth, max_file_size=max_bytes,

@@ -102,7 +102,10 @@ class Predictor:
 
     def predictions(self, images, k: int = TOP_K) -> list[Prediction]:
         """One Prediction per image (path, file object or PIL image), in one batch."""
-        batch = torch.stack([self.preprocess(image) for image in images])
+        return self.predictions_from_cache(torch.stack([self.preprocess(image) for image in images]), k=k)
+
+    def predictions_from_cache(self, batch: torch.Tensor, k: int = 5) -> list[Prediction]:
+        """One Prediction per decoded uint8 image (N x 3 x cache_size x cache_size, as `preprocess` makes them)."""
         features, logits = self.features_and_logits(batch)
         probabilities = self.probabilities_from_logits(logits)
         scores = self.menu_scores(features)

@@ -185,6 +185,28 @@ def test_api_bad_inputs_give_a_clear_message(client, tmp_path, trained_bundle):
         client.predict(handle_file(str(truncated)), api_name="/predict")
 
 
+def test_concurrent_requests_get_the_answers_each_gets_alone(client, trained_bundle, predictor, tmp_path):
+    """Sent at once, requests share the server's forward passes (classify/batching.py): each gets the prediction
+    its photo gets on its own, from /predict and /classify alike, and a bad upload among them fails alone."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    photos = sorted((trained_bundle / "examples").rglob("*.jpg")) + [make_nonfood(tmp_path / "note.png", seed=1)]
+    fake = tmp_path / "lunch.jpg"
+    fake.write_text("not a photo")
+    jobs = [(photo, api, client.submit(handle_file(str(photo)), api_name=api))
+            for photo, api in zip(photos, ["/predict", "/classify"] * len(photos))]
+    bad = client.submit(handle_file(str(fake)), api_name="/predict")
+    for photo, api, job in jobs:
+        result = job.result(timeout=120)
+        rows = result if api == "/predict" else result["predictions"]
+        alone = predictor.prediction(photo)
+        assert [(row["label"], pytest.approx(row["probability"], abs=1e-5)) for row in rows] == alone.top, photo
+        assert (rows[0]["on_menu"] if api == "/predict" else result["on_menu"]) is alone.on_menu
+    with pytest.raises(AppError, match="'lunch.jpg' is not an image this demo can read"):
+        bad.result(timeout=120)
+
+
 def test_uploads_over_the_cap_are_refused_by_the_server(server, tmp_path):
     big = tmp_path / "big.jpg"
     big.write_bytes(os.urandom(UPLOAD_CAP_MB * 1024 * 1024 + 1))

@@ -1,0 +1,42 @@
+"""classify/batching.py: one-image calls from many threads, scored in shared forward passes."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from classify import ClassifyError
+from classify.batching import Batcher
+from conftest import make_nonfood
+
+
+def test_concurrent_callers_get_what_each_gets_alone(trained_bundle, tmp_path):
+    import classify
+
+    predictor = classify.load(trained_bundle)
+    batcher = Batcher(predictor, max_batch=4)  # smaller than the callers: some wait for a second pass
+    photos = sorted((trained_bundle / "examples").rglob("*.jpg")) + [make_nonfood(tmp_path / "bill.png", seed=2)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a JPEG")
+    calls = [(photo, 1 + n % 3) for n, photo in enumerate(photos)] + [(broken, 5)]
+    results, start = {}, threading.Barrier(len(calls))
+
+    def call(photo, k):
+        start.wait()  # all at once
+        try:
+            results[photo, k] = batcher.prediction(photo, k=k)
+        except ClassifyError as error:
+            results[photo, k] = error
+
+    threads = [threading.Thread(target=call, args=c) for c in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == len(calls)
+    assert isinstance(results[broken, 5], ClassifyError) and "unreadable image" in str(results[broken, 5])
+    for photo, k in calls[:-1]:
+        got, alone = results[photo, k], predictor.prediction(photo, k=k)
+        assert [name for name, _ in got.top] == [name for name, _ in alone.top] and len(got.top) == k
+        assert [p for _, p in got.top] == pytest.approx([p for _, p in alone.top], abs=1e-5)
+        assert got.on_menu is alone.on_menu and got.menu_score == pytest.approx(alone.menu_score, abs=1e-5)
