@@ -148,3 +148,26 @@ def test_cli_check_recomputes_flags(tmp_path):
         assert all(ws.abspath(r).read_bytes() == originals[r.path] for r in ws.list_images())
     assert after["ok.jpg"] == () and "extreme_aspect" in after["wide.jpg"] and "blurry" not in after["wide.jpg"]
     assert "dark" in after["dark.png"] and "near_blank" in after["dark.png"]
+
+
+def test_import_summary_names_the_files_refused_as_exact_duplicates(tmp_path, capsys):
+    import hashlib
+
+    from curate.__main__ import main
+
+    src = tmp_path / "src"
+    data = photo(src / "soup" / "a.jpg", seed=1).read_bytes()
+    (src / "soup" / "copy of a.jpg").write_bytes(data)
+    (src / "salad").mkdir()
+    (src / "salad" / "a again.jpg").write_bytes(data)  # the same bytes, filed elsewhere
+    photo(src / "salad" / "b.jpg", seed=2)
+    assert main(["--workspace", str(tmp_path / "ws"), "import", str(src)]) == 0
+    out = capsys.readouterr().out
+    with Workspace(tmp_path / "ws") as ws:
+        assert ws.count() == 2
+        kept = ws.with_sha256(hashlib.sha256(data).hexdigest())
+    assert "2 files not added: the same bytes are already in the workspace" in out
+    names = {"a.jpg", "copy of a.jpg", "a again.jpg"} - {Path(kept.source_url).name}
+    for name in names:
+        line = next(line for line in out.splitlines() if line.strip().startswith(str(src)) and line.split("  =")[0].endswith(name))
+        assert f"= #{kept.id} in {kept.category} ({kept.source_url})" in line
