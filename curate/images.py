@@ -83,15 +83,6 @@ def inspect_bytes(data: bytes, min_size_px: int = MIN_SIZE_PX, max_pixels: int =
     return ImageInfo(fmt, image.width, image.height, len(data), hashlib.sha256(data).hexdigest(), mode)
 
 
-def inspect_file(path: str | Path, min_size_px: int = MIN_SIZE_PX, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """inspect_bytes for a file on disk."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InvalidImage("not_an_image", f"cannot read {path}: {err.strerror}") from None
-    return inspect_bytes(data, min_size_px, max_pixels)
-
-
 def open_image(path: str | Path | bytes, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
                draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image (a path or its bytes) fully into memory, upright (EXIF orientation applied), as `mode`

@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from curate.images import InvalidImage, inspect_bytes, inspect_file, open_image
+from curate.images import InvalidImage, inspect_bytes, open_image
 
 
 def encode(fmt, size=(200, 150), color=(200, 80, 40), **kw):
@@ -24,7 +24,7 @@ def test_valid_formats_report_real_size_and_format(fmt, expected):
 def test_png_named_jpg_is_png(tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(encode("PNG"))
-    info = inspect_file(path)
+    info = inspect_bytes(path.read_bytes())
     assert info.format == "PNG" and info.extension == "png"
 
 
