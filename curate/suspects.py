@@ -9,14 +9,14 @@ What is computed (``find_suspects``):
    duplicates kept in one fold so a copy cannot vouch for its twin) giving out-of-fold probabilities.
 3. Four signals per image, each in 0..1, combined as a noisy-OR ``1 - prod(1 - s)``:
    - label: 1 - out-of-fold probability of the given label (confident learning's self-confidence; it ranked the
-     bench's flips better than the normalized margin) — "looks like baklava (0.91)" or "unsure of its label (0.22)";
+     bench's flips better than the normalized margin) — "looks more like baklava (91 %)" or "unsure of its label (22 % for it)";
    - outlier: distance to its class centroid in robust z-units (median/MAD of its class) — "far from its class";
      and distance to the nearest centroid of any class, in z-units over all images — "far from every category"
      (off-topic images: screenshots, text, non-food photos; for these the label signal is left out, so an off-topic
      image ranks with a confident label flip instead of above every one);
    - quality: from its flags (QUALITY_WEIGHTS) — "blurry", "near_blank", ...;
    - duplicate: a near-twin by embedding (cosine >= near_duplicate_similarity) that dedup's hashes missed
-     (flips, crops); the smaller/newer of the two is marked — "near-duplicate of #12 (0.97)".
+     (flips, crops); the smaller/newer of the two is marked — "near-duplicate of #12 (97 % similar)".
    Unreadable images score 1.0. An image far from every category gets no suggested label: it wants rejecting.
 
 An image whose "far from every category" signal reaches ``off_topic_at`` also gets the quality flag ``off_topic``
@@ -29,7 +29,7 @@ images that can still reach the training set: on bench/curation.py this put 59 o
 top 10 % instead of 55, where the off-topic images had taken 15 of its 95 places.
 
 Scores, suggested labels (the probe's top category when it is not the current one) and reasons are stored on
-the images (columns suspicion, suggested_label, suspicion_reason); ``list_by_suspicion`` reads them back in order.
+the images (columns suspicion, suggested_label, suspicion_reason); the review UI orders by them (curate/views.py).
 Duplicates and rejected images are not scored: dedup and the reviewer already decided about them.
 """
 from __future__ import annotations
@@ -41,8 +41,8 @@ import numpy as np
 
 from curate.dedup import near_duplicate_pairs  # noqa: F401  (re-exported: its home was here)
 from curate.embeddings import DEFAULT_MODEL, embed_records
-from curate.quality import BLOCKING_FLAGS, FLAGS, SET_BY_SUSPECTS
-from curate.workspace import ImageRecord, Workspace
+from curate.quality import FLAGS, SET_BY_SUSPECTS, is_held
+from curate.workspace import Workspace
 
 SCORED_STATUSES = ("pending", "accepted")
 
@@ -165,9 +165,9 @@ def far_from_every_category(features: np.ndarray, labels: np.ndarray, num_classe
     return np.clip(((nearest - median) / mad - lo) / (hi - lo), 0, 1)
 
 
-def _held(status: str, flags: tuple[str, ...]) -> bool:
-    """Whether `accept` (default blocking flags) leaves this image out of the training set without a review."""
-    return status == "pending" and any(f in BLOCKING_FLAGS for f in flags)
+def _percent(share: float) -> str:
+    """A probability or similarity as a reviewer reads it: 0.914 -> "91 %"."""
+    return f"{100 * float(share):.0f} %"
 
 
 def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), progress: bool = False) -> SuspectsReport:
@@ -233,9 +233,9 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
                 top = int(probabilities[idx].argmax())
                 if top != labels[idx]:
                     suggested = categories[top]
-                    signals.append((s_label[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
+                    signals.append((s_label[idx], f"looks more like {suggested} ({_percent(probabilities[idx, top])})"))
                 else:
-                    signals.append((s_label[idx], f"unsure of its label ({given[idx]:.2f})"))
+                    signals.append((s_label[idx], f"unsure of its label ({_percent(given[idx])} for it)"))
             # far from every category implies far from its own: say only the stronger statement
             signals.append((s_away[idx], "far from every category") if s_away[idx] >= 0.3 else (s_far[idx], "far from its class"))
         flags = [f for f in r.flags if f not in SET_BY_SUSPECTS] + (["off_topic"] if s_away[idx] >= config.off_topic_at else [])
@@ -248,18 +248,18 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
             signals.append((QUALITY_WEIGHTS.get(flag, 0.0), flag.replace("_", " ")))
         if idx in twin:
             keep, sim = twin[idx]
-            signals.append((0.9, f"near-duplicate of #{readable[keep].id} ({sim:.2f})"))
+            signals.append((0.9, f"near-duplicate of #{readable[keep].id} ({_percent(sim)} similar)"))
         score = 1 - float(np.prod([1 - s for s, _ in signals]))
         signals.sort(key=lambda s: -s[0])
         shown = [text for s, text in signals[:2] if s >= 0.3] or [signals[0][1]]
-        shown.sort(key=lambda text: not text.startswith("looks like"))  # the actionable reason first
+        shown.sort(key=lambda text: not text.startswith("looks more like"))  # the actionable reason first
         reason = ", ".join(shown)
         results[r.id] = Suspect(r.id, score, r.category, suggested, reason, r.source_url or r.path,
-                                None if given is None else round(float(given[idx]), 4), _held(r.status, flags))
+                                None if given is None else round(float(given[idx]), 4), is_held(r.status, flags))
     for r in records:
         if r.id in unreadable:
             results[r.id] = Suspect(r.id, 1.0, r.category, None, "unreadable", r.source_url or r.path, None,
-                                    _held(r.status, r.flags))
+                                    is_held(r.status, r.flags))
     ordered = tuple(sorted(results.values(), key=lambda s: (s.held, -s.score, s.image_id)))
     with ws.transaction():  # the flags and the scores land together
         for image_id, flags in new_flags.items():
@@ -267,15 +267,3 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         ws.set_suspicion({s.image_id: (s.score, s.suggested_label, s.reason) for s in ordered})
     return SuspectsReport(ordered, embedded, len(records) - embedded - len(unreadable), probe_accuracy)
 
-
-def list_by_suspicion(ws: Workspace, category: str | None = None, status: str | tuple[str, ...] | None = SCORED_STATUSES,
-                      limit: int | None = None, offset: int = 0) -> list[ImageRecord]:
-    """Images most suspicious first (as stored by the last `find_suspects`), the pending ones a blocking flag holds
-    back after the others (as `find_suspects` orders them); unscored images last, oldest first.
-
-    For the review UI's "most suspicious first" order: `record.suspicion`, `record.suggested_label` and
-    `record.suspicion_reason` carry what to show.
-    """
-    records = ws.list_images(category=category, status=status)
-    records.sort(key=lambda r: (r.suspicion is None, _held(r.status, r.flags), -(r.suspicion or 0.0), r.id))
-    return records[offset:None if limit is None else offset + limit]
