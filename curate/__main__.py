@@ -28,6 +28,9 @@ def _reasons(rejected: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "-"
 
 
+IMPORT_COPIES_SHOWN = 20  # duplicates listed by name after an import; the rest are counted
+
+
 def cmd_import(args, ws) -> int:
     from curate.importer import import_images
 
@@ -43,6 +46,13 @@ def cmd_import(args, ws) -> int:
     if report.skipped:  # files that are no images to import: counted too, never dropped unseen
         rows.append(["(no category: skipped)", 0, 0, 0, _reasons(report.skipped)])
     print(_table(["category", "added", "already present", "duplicate", "rejected"], rows))
+    if report.copies:  # not added, so nowhere else to see them: say which stored image each one repeats
+        n = len(report.copies)
+        print(f"{n} file{'' if n == 1 else 's'} not added: the same bytes are already in the workspace")
+        for origin, record in report.copies[:IMPORT_COPIES_SHOWN]:
+            print(f"  {origin}  = #{record.id} in {record.category} ({record.source_url or record.path})")
+        if len(report.copies) > IMPORT_COPIES_SHOWN:
+            print(f"  ... and {len(report.copies) - IMPORT_COPIES_SHOWN} more")
     return 0
 
 

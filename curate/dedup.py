@@ -11,6 +11,7 @@ import numpy as np
 from curate import CurateError
 from curate.embeddings import DEFAULT_MODEL
 from curate.hashing import DEFAULT_METHOD, METHODS, hash_files
+from curate.workspace import select_images
 
 # Chosen by bench/dedup_quality.py (bench/RESULTS.md): on 1,650 food-dev images (150 originals x 6
 # transformed copies + 600 distinct photos) phash precision stays 1.000 up to 10 bits and first drops at
@@ -413,3 +414,18 @@ def dedup(ws, method: str = DEFAULT_METHOD, threshold_bits: int = DEFAULT_THRESH
                 ws.set_status(image_id, "pending", log=False)
     return DedupReport(method, threshold_bits, hashed, tuple(groups), sum(n for _, n in by_category.values()),
                        by_category, dry_run, by, similarity, embedded)
+
+
+def keep_instead(ws, image_id: int):
+    """Make a duplicate the kept image of its group (the review UI's choice): it takes the old kept one's status, the
+    rest point at it; one batch, so one undo restores the group."""
+    with ws.batch():
+        record = ws.get(image_id)
+        if record.status != "duplicate" or record.duplicate_of is None:
+            raise CurateError(f"image {image_id} is not a duplicate; it is already kept")
+        old = ws.get(record.duplicate_of)
+        members = select_images(ws, "duplicate_of = ? AND id != ?", (old.id, image_id))
+        ws.set_status(image_id, old.status if old.status != "duplicate" else "pending")
+        for other in [old, *members]:
+            ws.set_status(other.id, "duplicate", duplicate_of=image_id)
+        return ws.get(image_id)

@@ -16,7 +16,7 @@ from classify import ClassifyError, feedback
 from curate import CurateError
 from curate.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
-from curate.workspace import Workspace
+from curate.workspace import ImageRecord, Workspace
 
 # Image formats known by name but not decoded here: skipped as unsupported_format rather than as "not an image".
 OTHER_IMAGE_SUFFIXES = {".jxl", ".svg", ".dng", ".cr2", ".nef", ".arw", ".raw"}
@@ -64,6 +64,7 @@ class ImportReport:
     source: str
     categories: dict[str, CategoryCounts]
     skipped: dict[str, int] = field(default_factory=dict)
+    copies: tuple[tuple[str, ImageRecord], ...] = ()  # (origin, the stored image with its bytes) of each duplicate
 
     @property
     def added(self) -> int:
@@ -270,6 +271,7 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
     items, skipped = find_items(source, category)
     known = {r.source_url for r in ws.list_images() if r.source in ("import", FEEDBACK_SOURCE)}
     counts: dict[str, CategoryCounts] = {}
+    copies: list[tuple[str, ImageRecord]] = []
     for item in tqdm(items, desc="import", unit="img", disable=not progress):
         cat = rename.get(item.category, item.category)
         c = counts.setdefault(cat, CategoryCounts())
@@ -295,6 +297,7 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
                               given_label=item.given_label)
         if record is None:
             c.duplicate += 1
+            copies.append((item.origin, ws.with_sha256(info.sha256)))
         else:
             c.added += 1
-    return ImportReport(source, counts, skipped)
+    return ImportReport(source, counts, skipped, tuple(copies))

@@ -13,6 +13,7 @@ from PIL import Image
 
 from curate import CurateError
 from curate.images import InvalidImage, open_image, stored_size
+from curate.workspace import flags_sql
 
 FLAGS = ("unreadable", "too_small", "extreme_aspect", "blurry", "dark", "bright", "near_blank", "grayscale", "off_topic")
 SET_BY_SUSPECTS = ("off_topic",)  # flags no pixel check sets or clears
@@ -112,6 +113,19 @@ def check(ws, config: QualityConfig = QualityConfig(), progress: bool = False) -
 # review queue, where on bench/curation.py they took 15 of the 95 places of the top 10 % that label flips need
 # (bench/RESULTS.md, "## curation").
 BLOCKING_FLAGS = ("unreadable", "too_small", "near_blank", "off_topic")
+# "Held back": a pending image that `accept` leaves pending for a blocking flag. The rule in Python and in SQL, side by
+# side: suspects ranks these last, the review UI's bulk accept spares them, `accept` counts them.
+HELD_SQL = f"(status = 'pending' AND {flags_sql(BLOCKING_FLAGS)})"
+
+
+def blocking(flags: tuple[str, ...], blocking_flags=BLOCKING_FLAGS) -> list[str]:
+    """The flags of an image that stop `accept`."""
+    return [f for f in flags if f in blocking_flags]
+
+
+def is_held(status: str, flags: tuple[str, ...]) -> bool:
+    """Whether `accept` (default blocking flags) leaves this image out of the training set without a review."""
+    return status == "pending" and bool(blocking(flags))
 
 
 @dataclass(frozen=True)
@@ -130,12 +144,11 @@ def accept_passing(ws, category: str | None = None, exclude_flags=BLOCKING_FLAGS
         raise CurateError(f"unknown quality flag {unknown[0]!r}; use one of {', '.join(FLAGS)}")
     if category is not None:
         ws.folder_of(category)  # unknown category: a clear error instead of accepting nothing
-    blocking = set(exclude_flags)
     accepted: dict[str, int] = {}
     held: dict[str, dict[str, int]] = {}
     with ws.batch():
         for record in ws.list_images(category=category, status="pending"):
-            stops = [f for f in record.flags if f in blocking]
+            stops = blocking(record.flags, exclude_flags)
             if stops:
                 for flag in stops:
                     held.setdefault(record.category, {}).setdefault(flag, 0)

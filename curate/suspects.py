@@ -9,14 +9,14 @@ What is computed (``find_suspects``):
    duplicates kept in one fold so a copy cannot vouch for its twin) giving out-of-fold probabilities.
 3. Four signals per image, each in 0..1, combined as a noisy-OR ``1 - prod(1 - s)``:
    - label: 1 - out-of-fold probability of the given label (confident learning's self-confidence; it ranked the
-     bench's flips better than the normalized margin) — "looks like baklava (0.91)" or "unsure of its label (0.22)";
+     bench's flips better than the normalized margin) — "looks more like baklava (91 %)" or "unsure of its label (22 % for it)";
    - outlier: distance to its class centroid in robust z-units (median/MAD of its class) — "far from its class";
      and distance to the nearest centroid of any class, in z-units over all images — "far from every category"
      (off-topic images: screenshots, text, non-food photos; for these the label signal is left out, so an off-topic
      image ranks with a confident label flip instead of above every one);
    - quality: from its flags (QUALITY_WEIGHTS) — "blurry", "near_blank", ...;
    - duplicate: a near-twin by embedding (cosine >= near_duplicate_similarity) that dedup's hashes missed
-     (flips, crops); the smaller/newer of the two is marked — "near-duplicate of #12 (0.97)".
+     (flips, crops); the smaller/newer of the two is marked — "near-duplicate of #12 (97 % similar)".
    Unreadable images score 1.0. An image far from every category gets no suggested label: it wants rejecting.
 
 An image whose "far from every category" signal reaches ``off_topic_at`` also gets the quality flag ``off_topic``
@@ -29,7 +29,7 @@ images that can still reach the training set: on bench/curation.py this put 59 o
 top 10 % instead of 55, where the off-topic images had taken 15 of its 95 places.
 
 Scores, suggested labels (the probe's top category when it is not the current one) and reasons are stored on
-the images (columns suspicion, suggested_label, suspicion_reason); the review UI orders by them as above.
+the images (columns suspicion, suggested_label, suspicion_reason); the review UI orders by them (curate/views.py).
 Duplicates and rejected images are not scored: dedup and the reviewer already decided about them.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 
 from curate.dedup import near_duplicate_pairs
 from curate.embeddings import DEFAULT_MODEL, embed_records
-from curate.quality import BLOCKING_FLAGS, FLAGS, SET_BY_SUSPECTS
+from curate.quality import FLAGS, SET_BY_SUSPECTS, is_held
 from curate.workspace import ImageRecord, Workspace
 
 SCORED_STATUSES = ("pending", "accepted")
@@ -165,9 +165,9 @@ def far_from_every_category(features: np.ndarray, labels: np.ndarray, num_classe
     return np.clip(((nearest - median) / mad - lo) / (hi - lo), 0, 1)
 
 
-def _held(status: str, flags: tuple[str, ...]) -> bool:
-    """Whether `accept` (default blocking flags) leaves this image out of the training set without a review."""
-    return status == "pending" and any(f in BLOCKING_FLAGS for f in flags)
+def _percent(share: float) -> str:
+    """A probability or similarity as a reviewer reads it: 0.914 -> "91 %"."""
+    return f"{100 * float(share):.0f} %"
 
 
 def _embedding_twins(readable: list[ImageRecord], features: np.ndarray,
@@ -218,9 +218,9 @@ def _score(record: ImageRecord, signals: list[tuple[float, str]], flags: tuple[s
     score = 1 - float(np.prod([1 - s for s, _ in signals]))
     signals.sort(key=lambda s: -s[0])
     shown = [text for s, text in signals[:2] if s >= 0.3] or [signals[0][1]]
-    shown.sort(key=lambda text: not text.startswith("looks like"))  # the actionable reason first
+    shown.sort(key=lambda text: not text.startswith("looks more like"))  # the actionable reason first
     return Suspect(record.id, score, record.category, suggested, ", ".join(shown), record.source_url or record.path,
-                   None if given is None else round(float(given), 4), _held(record.status, flags))
+                   None if given is None else round(float(given), 4), is_held(record.status, flags))
 
 
 def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), progress: bool = False) -> SuspectsReport:
@@ -259,9 +259,9 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
                 top = int(probabilities[idx].argmax())
                 if top != labels[idx]:
                     suggested = categories[top]
-                    signals.append((1 - given[idx], f"looks like {suggested} ({probabilities[idx, top]:.2f})"))
+                    signals.append((1 - given[idx], f"looks more like {suggested} ({_percent(probabilities[idx, top])})"))
                 else:
-                    signals.append((1 - given[idx], f"unsure of its label ({given[idx]:.2f})"))
+                    signals.append((1 - given[idx], f"unsure of its label ({_percent(given[idx])} for it)"))
             # far from every category implies far from its own: say only the stronger statement
             signals.append((s_away[idx], "far from every category") if s_away[idx] >= 0.3 else (s_far[idx], "far from its class"))
         flags = [f for f in r.flags if f not in SET_BY_SUSPECTS] + (["off_topic"] if s_away[idx] >= config.off_topic_at else [])
@@ -271,12 +271,12 @@ def find_suspects(ws: Workspace, config: SuspectsConfig = SuspectsConfig(), prog
         twin_signal = None
         if idx in twin:
             keep, sim = twin[idx]
-            twin_signal = (0.9, f"near-duplicate of #{readable[keep].id} ({sim:.2f})")
+            twin_signal = (0.9, f"near-duplicate of #{readable[keep].id} ({_percent(sim)} similar)")
         results[r.id] = _score(r, signals, flags, twin_signal, suggested, None if given is None else given[idx])
     for r in records:
         if r.id in unreadable:
             results[r.id] = Suspect(r.id, 1.0, r.category, None, "unreadable", r.source_url or r.path, None,
-                                    _held(r.status, r.flags))
+                                    is_held(r.status, r.flags))
     ordered = tuple(sorted(results.values(), key=lambda s: (s.held, -s.score, s.image_id)))
     with ws.transaction():  # the flags and the scores land together
         for image_id, flags in new_flags.items():

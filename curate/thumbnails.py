@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -66,13 +67,32 @@ def upright_size(ws: Workspace, record: ImageRecord) -> tuple[int, int]:
     return images.upright_size(ws.abspath(record), record.width, record.height)
 
 
-def make_thumbnails(ws: Workspace, records: list[ImageRecord], size_px: int = GRID_PX, progress: bool = False) -> int:
-    """Make the missing grid thumbnails of `records`; returns how many were made."""
-    from tqdm import tqdm
+class BackgroundCopies:
+    """Makes display copies off the request path (the image the reviewer will likely see next), one at a time.
 
-    made = 0
-    for record in tqdm(records, desc="thumbnails", unit="img", disable=not progress):
-        path = ws.root / THUMBNAILS_DIR / str(size_px) / f"{record.sha256[:24]}.jpg"
-        if not path.exists() and cached_copy(ws, record, size_px) is not None:
-            made += 1
-    return made
+    Bounded: at most `limit` copies wait; a request beyond that is dropped (the copy is then made when its image is
+    shown). Owns its worker thread: `close()` when the app stops.
+    """
+
+    def __init__(self, limit: int = 4):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-copies")
+        self._waiting: set[str] = set()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def request(self, ws: Workspace, record: ImageRecord) -> None:
+        with self._lock:
+            if record.sha256 in self._waiting or len(self._waiting) >= self._limit:
+                return
+            self._waiting.add(record.sha256)
+        self._pool.submit(self._make, ws, record)
+
+    def _make(self, ws: Workspace, record: ImageRecord) -> None:
+        try:
+            view_file(ws, record)
+        finally:
+            with self._lock:
+                self._waiting.discard(record.sha256)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -90,7 +90,7 @@ MIGRATIONS: dict[int, str] = {
     2: """
     ALTER TABLE images ADD COLUMN suspicion REAL;           -- 0..1 from `curate suspects`, NULL until scored
     ALTER TABLE images ADD COLUMN suggested_label TEXT;     -- the category the probe thinks it shows
-    ALTER TABLE images ADD COLUMN suspicion_reason TEXT;    -- "looks like baklava (0.91)", "far from its class"
+    ALTER TABLE images ADD COLUMN suspicion_reason TEXT;    -- "looks more like baklava (91 %)", "far from its class"
     CREATE INDEX images_suspicion ON images(suspicion);
     CREATE TABLE embeddings (              -- backbone features, cached for suspects
         image_id INTEGER NOT NULL REFERENCES images(id),
@@ -181,6 +181,17 @@ def _check_status(status: str) -> None:
         raise CurateError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
 
 
+def flags_sql(flags: Sequence[str]) -> str:
+    """SQL that is true for an image with any of `flags` (the `flags` column is a comma-separated list): the one place
+    that reads that column in SQL. Flag names are written into the SQL, so only lower-case names are taken."""
+    for flag in flags:
+        if not re.fullmatch(r"[a-z_]+", flag):
+            raise CurateError(f"unknown quality flag {flag!r}")
+    if not flags:
+        return "0"
+    return "(" + " OR ".join(f"(',' || flags || ',') LIKE '%,{flag},%'" for flag in flags) + ")"
+
+
 def _image_filter(category: str | None = None, status: str | Sequence[str] | None = None, flag: str | None = None,
                   source_url: str | None = None) -> tuple[str, list]:
     """The WHERE clause (with its leading space, or empty) and parameters shared by the image queries."""
@@ -195,8 +206,7 @@ def _image_filter(category: str | None = None, status: str | Sequence[str] | Non
         where.append(f"status IN ({','.join('?' * len(statuses))})")
         params += statuses
     if flag is not None:
-        where.append("(',' || flags || ',') LIKE ?")
-        params.append(f"%,{flag},%")
+        where.append(flags_sql([flag]))
     if source_url is not None:
         where.append("source_url = ?")
         params.append(source_url)
@@ -403,8 +413,10 @@ class Workspace:
         return bool(self._query("SELECT 1 FROM images WHERE source_url = ? UNION ALL"
                                 " SELECT 1 FROM other_urls WHERE url = ? LIMIT 1", (url, url)))
 
-    def has_sha256(self, sha256: str) -> bool:
-        return bool(self._query("SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", (sha256,)))
+    def with_sha256(self, sha256: str) -> ImageRecord | None:
+        """The image stored with these bytes, if any (sha256 is unique in the manifest)."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM images WHERE sha256 = ?", (sha256,))
+        return _row_to_record(rows[0]) if rows else None
 
     def stats(self) -> dict[str, dict]:
         """Per category: {"total": n, "status": {status: n}, "flags": {flag: n}}, categories in order added."""
@@ -569,7 +581,7 @@ def _to_db(column: str, value):
     return value
 
 
-# -- read-only queries for views with their own ordering and paging (curate/review.py) ----------------
+# -- read-only queries for views with their own ordering and paging (curate/views.py) -----------------
 def select_images(ws: Workspace, where: str = "1", params: Sequence = (), order_by: str = "id",
                   limit: int = -1, offset: int = 0) -> list[ImageRecord]:
     """Images matching an SQL condition on the images table, in `order_by` order, one page at a time.

@@ -111,7 +111,7 @@ def test_a_demo_feedback_folder_comes_in_pending_with_what_the_model_said(tmp_pa
     from classify import feedback
     from classify.predict import Prediction
     from curate.importer import FEEDBACK_SOURCE
-    from curate.review import View, meta_html
+    from curate.review import meta_html
 
     folder = feedback.open_folder(tmp_path / "fb")
     said = Prediction([("ramen", 0.62), ("pad_thai", 0.3)], True, 0.8)
@@ -131,8 +131,8 @@ def test_a_demo_feedback_folder_comes_in_pending_with_what_the_model_said(tmp_pa
         assert (pad_thai.predicted_label, pad_thai.predicted_probability, pad_thai.given_label) == \
             ("ramen", 0.62, "Pad Thai")
         assert ws.abspath(pad_thai).read_bytes() == noodles
-        assert "the model said ramen (62 %), a user said Pad Thai" in meta_html(ws, View("Pad Thai"), pad_thai)
-        assert "demo feedback" not in meta_html(ws, View("ramen"), ws.add_image(photo(
+        assert "the model said ramen (62 %), a user said Pad Thai" in meta_html(ws, pad_thai)
+        assert "demo feedback" not in meta_html(ws, ws.add_image(photo(
             tmp_path / "other.jpg", seed=320).read_bytes(), "ramen", source="import"))
         again = import_images(ws, str(folder))  # a second import adds nothing twice
         assert again.added == 0 and sum(c.already_present for c in again.categories.values()) == 3
@@ -146,3 +146,26 @@ def test_a_demo_feedback_folder_comes_in_pending_with_what_the_model_said(tmp_pa
         report = import_images(ws, str(folder))
         assert report.added == 0 and report.categories["Matcha Cake"].rejected == {"changed": 1}
         assert report.skipped["unsafe_path"] == 1 and report.skipped["bad_feedback_row"] == 1
+
+
+def test_import_summary_names_the_files_refused_as_exact_duplicates(tmp_path, capsys):
+    import hashlib
+
+    from curate.__main__ import main
+
+    src = tmp_path / "src"
+    data = photo(src / "soup" / "a.jpg", seed=1).read_bytes()
+    (src / "soup" / "copy of a.jpg").write_bytes(data)
+    (src / "salad").mkdir()
+    (src / "salad" / "a again.jpg").write_bytes(data)  # the same bytes, filed elsewhere
+    photo(src / "salad" / "b.jpg", seed=2)
+    assert main(["--workspace", str(tmp_path / "ws"), "import", str(src)]) == 0
+    out = capsys.readouterr().out
+    with Workspace(tmp_path / "ws") as ws:
+        assert ws.count() == 2
+        kept = ws.with_sha256(hashlib.sha256(data).hexdigest())
+    assert "2 files not added: the same bytes are already in the workspace" in out
+    names = {"a.jpg", "copy of a.jpg", "a again.jpg"} - {Path(kept.source_url).name}
+    for name in names:
+        line = next(line for line in out.splitlines() if line.strip().startswith(str(src)) and line.split("  =")[0].endswith(name))
+        assert f"= #{kept.id} in {kept.category} ({kept.source_url})" in line

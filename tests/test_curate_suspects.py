@@ -12,6 +12,7 @@ from conftest import COLOURS, make_image
 from curate.__main__ import main
 from curate.quality import accept_passing, check, flags_for_file
 from curate.suspects import QUALITY_WEIGHTS, SuspectsConfig, find_suspects
+from curate.views import View, page_of
 from curate.workspace import Workspace
 
 
@@ -60,7 +61,7 @@ def test_mislabeled_ranks_first_and_off_topic_is_flagged_and_held(scored):
     assert len(report.suspects) == 32 and report.embedded == 32 and report.cached == 0
     by_id = {s.image_id: s for s in report.suspects}
     assert report.suspects[0].image_id == wrong and by_id[wrong].suggested_label == "red_soup"
-    assert "looks like red_soup" in by_id[wrong].reason
+    assert "looks more like red_soup" in by_id[wrong].reason
     assert by_id[wrong].label_probability < 0.5
     # the text image is flagged off_topic, which holds it back from `accept`: it is ranked after every other image
     assert "far from every category" in by_id[off].reason and by_id[off].held
@@ -115,9 +116,14 @@ def test_scores_are_stored(scored):
     ws_root, report, wrong, off = scored
     with Workspace(ws_root) as ws:
         record = ws.get(wrong)
-        assert record.suggested_label == "red_soup" and record.suspicion_reason.startswith("looks like red_soup")
-        stored = {r.id: r.suspicion for r in ws.list_images(status=("pending", "accepted"))}
-        assert stored == pytest.approx({s.image_id: s.score for s in report.suspects})
+        assert record.suspicion == pytest.approx(report.suspects[[s.image_id for s in report.suspects].index(wrong)].score)
+        assert record.suggested_label == "red_soup" and record.suspicion_reason.startswith("looks more like red_soup")
+        # the review UI's "most suspicious first" queue is the ranking's order, read back from the manifest
+        queue = page_of(ws, View(sort="suspicion"), 0, page_size=len(report.suspects))
+        assert [r.id for r in queue] == [s.image_id for s in report.suspects]
+        green = page_of(ws, View("green_salad", sort="suspicion"), 0, page_size=3)
+        assert green[0].id == wrong and len(green) == 3 and {r.category for r in green} == {"green_salad"}
+        assert page_of(ws, View(sort="suspicion"), 1, page_size=1)[0].id == queue[1].id
 
 
 def test_embeddings_are_cached_and_only_new_images_embedded(scored, tmp_path):
@@ -173,7 +179,7 @@ def test_suspects_cli_json_and_table(scored, capsys):
     assert main(["--workspace", str(ws_root), "suspects", "--model", TOY.model]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:5] == ["rank", "score", "category", "suggested", "reason"]
-    assert "red_soup" in out[2] and "looks like" in out[2]
+    assert "red_soup" in out[2] and "looks more like" in out[2]
     assert out[-3].split()[0] == "32" and "far from every category [held]" in out[-3]  # the held text image, last
     assert "32 images scored (0 embedded, 32 from cache)" in out[-2]
     assert out[-1].startswith("1 held back, ranked last (pending with a blocking flag; 1 off-topic): `accept` leaves")
