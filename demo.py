@@ -293,6 +293,22 @@ def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
 
 # --- the app ----------------------------------------------------------------------------------------------------
 
+def check_facts(facts: dict[str, dict[str, str]] | None, classes: list[str]) -> None:
+    """ClassifyError when a facts file names none of the model's classes (a facts file for another menu)."""
+    if facts is not None and not {class_key(name) for name in facts} & {class_key(name) for name in classes}:
+        raise ClassifyError(f"the facts file names none of the model's classes ({', '.join(classes[:5])}"
+                            f"{', ...' if len(classes) > 5 else ''})")
+
+
+def make_explainer(predictor) -> Explainer | None:
+    """The heat-map maker, or None where the backbone has no feature map to draw from (a vision transformer): the
+    demo then runs without heat maps."""
+    try:
+        return Explainer(predictor)
+    except ClassifyError:
+        return None
+
+
 def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = None,
               feedback_dir: str | Path | None = None) -> gr.Blocks:
     """The demo for one bundle; the model is loaded here, once. Raises ClassifyError for a bad bundle. With
@@ -301,14 +317,8 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
     folder = feedback.open_folder(feedback_dir) if feedback_dir is not None else None
     predictor = classify.load(run_dir)
     batcher = Batcher(predictor)
-    if facts is not None and not {class_key(name) for name in facts} & {class_key(name) for name in predictor.classes}:
-        raise ClassifyError(f"the facts file names none of the model's classes ({', '.join(predictor.classes[:5])}"
-                            f"{', ...' if len(predictor.classes) > 5 else ''})")
-
-    try:
-        explainer = Explainer(predictor)
-    except ClassifyError:  # no feature map to draw from (a vision transformer): the demo runs without heat maps
-        explainer = None
+    check_facts(facts, predictor.classes)
+    explainer = make_explainer(predictor)
 
     def classify_image(payload, show_heat_map=True):
         """UI: the label (hidden off the menu), the verdict, facts of the top class, latency line, heat map (hidden
