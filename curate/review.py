@@ -230,8 +230,8 @@ def message_html(text: str, error: bool = False) -> str:
 # -- the page's CSS and scripts -------------------------------------------------------------------------------
 CSS = """
 /* the image's height: what a 640-800 px high window leaves above the strip */
-:root { --rv-stage-h: clamp(200px, calc(100vh - 350px), 1000px); }
-@media (max-width: 640px) { :root { --rv-stage-h: 42vh; } }
+#rv-view { --rv-stage-h: clamp(200px, calc(100vh - 350px), 1000px); }
+@media (max-width: 640px) { #rv-view { --rv-stage-h: 40vh; } }
 .rv-stage { position: relative; overflow: hidden; margin: 0 auto; line-height: 0; cursor: crosshair; user-select: none; }
 .rv-stage img { display: block; width: 100%; height: auto; }
 .rv-stage.rv-accepted { outline: 4px solid #16a34a; } .rv-stage.rv-rejected { outline: 4px solid #dc2626; }
