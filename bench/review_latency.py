@@ -97,8 +97,9 @@ def measure(url: str, decisions: int, browser) -> list[float]:
     return times
 
 
-def screenshot(out: Path, browser, tmp: Path) -> None:
-    """The main view over a small workspace of real food photos (food-dev) when present, else generated ones."""
+def screenshot(out: Path, browser, tmp: Path, sizes=((1280, 800),)) -> None:
+    """The main view over a small workspace of real food photos (food-dev) when present, else generated ones, at each
+    window size (`out` for the first, `out` with the size in its name for the others)."""
     from curate.dedup import dedup
     from curate.quality import check
     from curate.review import launch
@@ -132,13 +133,20 @@ def screenshot(out: Path, browser, tmp: Path) -> None:
             find_suspects(ws)
     app = launch(tmp, port=None, open_browser=False, block=False, quiet=True)
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app.local_url)
-        page.wait_for_selector("#rv-view .rv-stage img")
-        page.wait_for_function("[...document.querySelectorAll('#rv-grid img')].every(i => i.complete)")
         out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(out), full_page=True)
-        page.close()
+        for k, (width, height) in enumerate(sizes):
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(app.local_url)
+            page.wait_for_selector("#rv-view .rv-stage img")
+            if food.is_dir():  # the suspects' order: the scraped photo of another dish comes first
+                page.click("#rv-sort input")
+                page.locator('li[role=option][aria-label="most suspicious first"]').click()
+                page.wait_for_function("document.querySelector('#rv-sort input').value === 'most suspicious first'")
+                page.wait_for_timeout(500)
+            page.wait_for_function("[...document.querySelectorAll('#rv-view img')].every(i => i.complete)")
+            page.wait_for_timeout(1000)  # the strip's thumbnails in sight (the others load lazily, as they scroll in)
+            page.screenshot(path=str(out if k == 0 else out.with_name(f"{out.stem}-{width}x{height}{out.suffix}")))
+            page.close()
     finally:
         app.close()
         app.curate_workspace.close()

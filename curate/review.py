@@ -240,8 +240,8 @@ def message_html(text: str, error: bool = False) -> str:
 # -- the page's CSS and scripts -------------------------------------------------------------------------------
 CSS = """
 /* the image's height: what a 640-800 px high window leaves above the strip */
-:root { --rv-stage-h: clamp(200px, calc(100vh - 350px), 1000px); }
-@media (max-width: 640px) { :root { --rv-stage-h: 42vh; } }
+#rv-view { --rv-stage-h: clamp(200px, calc(100vh - 350px), 1000px); }
+@media (max-width: 640px) { #rv-view { --rv-stage-h: 40vh; } }
 .rv-stage { position: relative; overflow: hidden; margin: 0 auto; line-height: 0; cursor: crosshair; user-select: none; }
 .rv-stage img { display: block; width: 100%; height: auto; }
 .rv-stage.rv-accepted { outline: 4px solid #16a34a; } .rv-stage.rv-rejected { outline: 4px solid #dc2626; }
@@ -263,7 +263,7 @@ CSS = """
 .rv-meta table { font-size: 0.85em; } .rv-meta th { text-align: left; padding-right: 10px; white-space: nowrap; }
 .rv-meta td { word-break: break-all; }
 #rv-grid { overflow: hidden; }
-.rv-grid { display: flex; gap: 4px; overflow-x: auto; padding: 3px 3px 6px; scroll-behavior: smooth; }
+.rv-grid { display: flex; gap: 4px; overflow-x: auto; padding: 3px 3px 6px; }
 .rv-cell { position: relative; flex: 0 0 auto; width: 84px; padding: 0; border: 3px solid #9ca3af; background: none;
            cursor: pointer; line-height: 0; }
 .rv-cell img { width: 100%; height: 60px; object-fit: cover; }
@@ -280,6 +280,9 @@ CSS = """
 .rv-message { font-weight: 600; line-height: 1.45; } .rv-message.rv-error { color: #dc2626; }
 .rv-keys { font-size: .85em; } .rv-keys kbd { border: 1px solid #aaa; border-radius: 4px; padding: 0 5px; font-size: 0.85em; }
 .rv-page { font-weight: normal; font-size: .85em; color: #6b7280; }
+/* no image on screen (an empty view): the buttons that act on one are off, as the keys are (HEAD) */
+.gradio-container:not(:has(#rv-view .rv-stage)) :is(#rv-accept, #rv-reject, #rv-prev, #rv-next, #rv-relabel-btn,
+  #rv-crop-save, #rv-crop-reset, #rv-suggest) { opacity: .5; pointer-events: none; }
 #rv-filters .block.padded { padding: 4px 10px; } #rv-filters [data-testid="block-info"] { margin-bottom: 2px; }
 #rv-strip-row { gap: 4px; align-items: center; } #rv-strip-row > button { align-self: center; }
 #rv-grid.block, #rv-view.block { padding: 2px; }
@@ -311,6 +314,8 @@ document.addEventListener('keydown', (event) => {
     return;
   }
   const button = (buttons[event.key] || []).map((id) => document.getElementById(id)).find(visible);
+  const needsImage = button && !['rv-undo', 'rv-dup-undo', 'rv-page-next', 'rv-page-prev'].includes(button.id);
+  if (needsImage && !document.querySelector('#rv-view .rv-stage')) return;  // no image on screen: nothing to act on
   if (button) { event.preventDefault(); button.click(); }
 });
 </script>
@@ -366,12 +371,17 @@ element.addEventListener('click', (event) => {
   const top = view.getBoundingClientRect().top;
   if (top < 0 || top > window.innerHeight * 0.5) window.scrollBy({top: top - 8});
 });
-const centre = () => {
+let pending = false;
+const centre = () => {  // in the next frame, once the page is laid out: reading positions now would force a layout
+  pending = false;
   const strip = element.querySelector('.rv-grid');
   const cell = strip && strip.querySelector('.rv-current');
-  if (cell) strip.scrollLeft = cell.offsetLeft - strip.offsetLeft - (strip.clientWidth - cell.offsetWidth) / 2;
+  if (!cell) return;
+  const s = strip.getBoundingClientRect(), c = cell.getBoundingClientRect();
+  if (c.left < s.left || c.right > s.right) strip.scrollLeft += c.left - s.left - (s.width - c.width) / 2;
 };
-new MutationObserver(centre).observe(element, {childList: true, subtree: true});
+new MutationObserver(() => { if (!pending) { pending = true; requestAnimationFrame(centre); } })
+  .observe(element, {childList: true, subtree: true, attributes: true, attributeFilter: ['class']});
 """
 
 DUPLICATES_JS = """
@@ -427,22 +437,27 @@ class Ui:
     dup_next: gr.Button
     dup_message: gr.HTML
     duplicates: gr.HTML
-    shown: gr.Number  # the id of the image on screen, filled in by SHOWN_ID_JS at each click
+    shown: gr.Number  # the id of the image on screen: set by render, and read from the page (SHOWN_ID_JS) at a click
     page: gr.State
     dup_page: gr.State
     bulk: gr.State  # the Bulk the confirmation asks about
 
     @property
     def image_buttons(self) -> tuple[gr.Button, ...]:
-        """The buttons that act on the image on screen: disabled while there is none."""
+        """The buttons that act on the image on screen: disabled until the first one is there (load), then off while
+        none is (CSS, HEAD)."""
         return self.accept, self.reject, self.prev, self.next, self.relabel, self.crop_save, self.crop_reset
 
     @property
+    def shown_image(self) -> list:
+        """What `render` updates for another image of the same view (a decision, a move): a key press waits on these."""
+        return [self.progress, self.view, self.why, self.meta, self.crop_preview, self.strip, self.page, self.message,
+                self.crop_box, self.suggest, self.shown]
+
+    @property
     def main(self) -> list:
-        """Every component `render` may update."""
-        return [self.category, self.progress, self.view, self.why, self.meta, self.crop_preview, self.strip,
-                self.page, self.message, self.crop_box, self.relabel_to, self.suggest, self.undo,
-                *self.image_buttons]
+        """Every component `render` may update: also the category lists (a relabel may add one, an undo switch)."""
+        return [*self.shown_image, self.category, self.relabel_to]
 
 
 @dataclass(frozen=True)
@@ -473,8 +488,10 @@ def _category_choices(ws: Workspace) -> list[tuple[str, str]]:
     return [("all categories", ALL_CATEGORIES), *((name, name) for name in ws.categories())]
 
 
-def render(review: Review, view: View, record: ImageRecord | None, page: int, message: str, error: bool = False) -> dict:
-    """The main view showing `record` in `view` on strip page `page`, with a message."""
+def render(review: Review, view: View, record: ImageRecord | None, page: int, message: str, error: bool = False,
+           lists: bool = True) -> dict:
+    """The main view showing `record` in `view` on strip page `page`, with a message (and, with `lists`, the category
+    lists: not on the way from a key press to the next image, where every output costs the page time)."""
     ws, ui = review.ws, review.ui
     total = count_in(ws, view)
     pages = max(1, -(-total // review.page_size))
@@ -488,21 +505,21 @@ def render(review: Review, view: View, record: ImageRecord | None, page: int, me
                 review.copies.request(ws, following)
     suggested = suggestion(record)
     out = {
-        ui.category: gr.Dropdown(choices=_category_choices(ws), value=view.category or ALL_CATEGORIES),
         ui.progress: progress_html(ws, view.category),
         ui.view: image_html(ws, record, prefetch),
         ui.why: why_html(record, position_of(ws, view, record.id) if record else 0, total, page, pages),
         ui.meta: meta_html(ws, record),
+        ui.shown: record.id if record else None,
         ui.crop_preview: crop_preview_html(ws, record),
         ui.strip: strip_html(ws, page_of(ws, view, page, review.page_size), record.id if record else None),
         ui.page: page,
         ui.message: message_html(message, error),
         ui.crop_box: ",".join(map(str, record.crop)) if record is not None and record.crop else "",
-        ui.relabel_to: gr.Dropdown(choices=list(ws.categories()), value=None),
-        ui.suggest: gr.Button(value=f"Use suggestion (s): {suggested}", visible=suggested is not None),
-        ui.undo: gr.Button(interactive=True),
+        ui.suggest: gr.update(value=f"Use suggestion (s): {suggested}", visible=suggested is not None),
     }
-    out.update({button: gr.Button(interactive=record is not None) for button in ui.image_buttons})
+    if lists:
+        out[ui.category] = gr.Dropdown(choices=_category_choices(ws), value=view.category or ALL_CATEGORIES)
+        out[ui.relabel_to] = gr.Dropdown(choices=list(ws.categories()), value=None)
     return out
 
 
@@ -515,7 +532,7 @@ def shows_errors(handler):
                            page=page, **more)
         except CurateError as err:
             view = view_of(category, status, flag, sort)
-            return render(review, view, _get(review.ws, image_id), page or 0, str(err), error=True)
+            return render(review, view, _get(review.ws, image_id), page or 0, str(err), error=True, lists=False)
     return wrapped
 
 
@@ -532,7 +549,11 @@ def load(review: Review, prefs: dict | None) -> dict:
     sort = prefs.get("sort") if prefs.get("sort") in SORTS else next(iter(SORTS))
     view = view_of(category, status, flag, sort)
     ui = review.ui
-    return {**render(review, view, first_of(ws, view), 0, ""), ui.status: status, ui.flag: flag, ui.sort: sort}
+    # the buttons were disabled until now, so that no click comes before the first image; from here on a click with
+    # no image on screen is refused in the page (CSS, HEAD)
+    enabled = {button: gr.update(interactive=True) for button in (*ui.image_buttons, ui.undo)}
+    return {**render(review, view, first_of(ws, view), 0, ""), ui.status: status, ui.flag: flag, ui.sort: sort,
+            **enabled}
 
 
 @shows_errors
@@ -560,7 +581,7 @@ def decide(review: Review, decision: str, *, category, status, flag, sort, image
         return render(review, view, first_of(ws, view), page, "no image is shown", error=True)
     key = order_key(ws, view, record.id)
     ws.set_status(record.id, decision)  # committed before the page hears about it
-    return render(review, view, next_after_decision(ws, view, key), page, f"#{record.id} {decision}")
+    return render(review, view, next_after_decision(ws, view, key), page, f"#{record.id} {decision}", lists=False)
 
 
 @shows_errors
@@ -615,26 +636,27 @@ def move(review: Review, forward: bool, *, category, status, flag, sort, image_i
     key = order_key(ws, view, record.id) if record else None
     following = step(ws, view, key, forward) or record
     edge = "" if following is not record else ("last image in this view" if forward else "first image in this view")
-    return render(review, view, following, page, edge)
+    return render(review, view, following, page, edge, lists=False)
 
 
 def open_image(review: Review, evt: gr.EventData, *, category, status, flag, sort, page) -> dict:
-    return render(review, view_of(category, status, flag, sort), _get(review.ws, evt.image_id), page, "")
+    return render(review, view_of(category, status, flag, sort), _get(review.ws, evt.image_id), page, "", lists=False)
 
 
 @shows_errors
 def turn_page(review: Review, delta: int, *, category, status, flag, sort, image_id, page) -> dict:
-    return render(review, view_of(category, status, flag, sort), _get(review.ws, image_id), page + delta, "")
+    return render(review, view_of(category, status, flag, sort), _get(review.ws, image_id), page + delta, "",
+                  lists=False)
 
 
 def _save_crop(review: Review, view: View, record: ImageRecord | None, box, page: int) -> dict:
     if record is None:
         return render(review, view, None, page, "no image is shown", error=True)
     if box is None and record.crop is None:
-        return render(review, view, record, page, f"#{record.id} has no crop to reset")
+        return render(review, view, record, page, f"#{record.id} has no crop to reset", lists=False)
     record = review.ws.set_crop(record.id, box)
     text = f"#{record.id} crop " + (",".join(map(str, record.crop)) if record.crop else "reset")
-    return render(review, view, record, page, text)
+    return render(review, view, record, page, text, lists=False)
 
 
 @shows_errors
@@ -854,23 +876,24 @@ def _wire(review: Review, app: gr.Blocks) -> None:
 
     def on_event(event, handler, **more):
         """Run handler(review, event data, **filters) on an event the page's own JS triggers (it carries the id)."""
-        event(_bind(handler, review), inputs_kwargs={**filters, **more}, outputs=ui.main, **fast)
+        event(_bind(handler, review), inputs_kwargs={**filters, **more}, outputs=ui.shown_image, **fast)
 
-    app.load(_bind(load, review), inputs=ui.prefs, outputs=[*ui.main, ui.status, ui.flag, ui.sort], **fast)
+    buttons = [*ui.image_buttons, ui.undo]
+    app.load(_bind(load, review), inputs=ui.prefs, outputs=[*ui.main, ui.status, ui.flag, ui.sort, *buttons], **fast)
     for control in (ui.category, ui.status, ui.flag, ui.sort):
         on(control.input, show_first, outputs=[*ui.main, ui.prefs])
     on(ui.review_tab.select, refresh)
-    on(ui.accept.click, decide, "accepted")
-    on(ui.reject.click, decide, "rejected")
-    on(ui.prev.click, move, False)
-    on(ui.next.click, move, True)
-    on(ui.page_prev.click, turn_page, -1)
-    on(ui.page_next.click, turn_page, 1)
+    on(ui.accept.click, decide, "accepted", outputs=ui.shown_image)
+    on(ui.reject.click, decide, "rejected", outputs=ui.shown_image)
+    on(ui.prev.click, move, False, outputs=ui.shown_image)
+    on(ui.next.click, move, True, outputs=ui.shown_image)
+    on(ui.page_prev.click, turn_page, -1, outputs=ui.shown_image)
+    on(ui.page_next.click, turn_page, 1, outputs=ui.shown_image)
     on(ui.relabel.click, relabel, more={"new_label": ui.relabel_to})
     on(ui.suggest.click, use_suggestion)
-    on(ui.crop_save.click, crop_typed, more={"text": ui.crop_box})
-    on(ui.crop_box.submit, crop_typed, more={"text": ui.crop_box})
-    on(ui.crop_reset.click, crop_reset)
+    on(ui.crop_save.click, crop_typed, more={"text": ui.crop_box}, outputs=ui.shown_image)
+    on(ui.crop_box.submit, crop_typed, more={"text": ui.crop_box}, outputs=ui.shown_image)
+    on(ui.crop_reset.click, crop_reset, outputs=ui.shown_image)
     for button in (ui.undo, ui.dup_undo):
         on(button.click, undo, more={"dup_page": ui.dup_page}, outputs=[*ui.main, ui.duplicates, ui.dup_message])
     on(ui.rank.click, rank_suspects, outputs=[*ui.main, ui.sort, ui.prefs], queue=True, show_progress="full",

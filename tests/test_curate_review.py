@@ -347,6 +347,13 @@ def test_grid_click_opens_image_and_filters_narrow_the_grid(page, workspace):
         blurry = {r.id for r in ws.list_images(category="Pad Thai", flag="blurry")}
     shown = {int(e) for e in page.eval_on_selector_all("#rv-grid .rv-cell", "els => els.map(e => e.dataset.id)")}
     assert shown == blurry
+    # a view with no image: the buttons that act on one are off, and so are their keys
+    choose(page, "#rv-status", "duplicate")
+    page.wait_for_selector("#rv-view .rv-empty")
+    assert page.eval_on_selector("#rv-accept", "b => getComputedStyle(b).pointerEvents") == "none"
+    page.keyboard.press("a")
+    page.wait_for_timeout(300)
+    assert page.inner_text("#rv-message").strip() == ""
 
 
 def test_bulk_actions_ask_first_and_spare_images_added_meanwhile(page, workspace):
