@@ -222,11 +222,12 @@ FEEDBACK_NOTICE = ("**Feedback is on:** a photo you mark *Right* or *Wrong* is k
                    "to improve the model.")
 
 
-def keep_feedback(predictor, folder: Path, payload, label: str | None) -> feedback.Verdict | None:
+def keep_feedback(batcher: Batcher, folder: Path, payload, label: str | None,
+                  own_photos: frozenset[str]) -> feedback.Verdict | None:
     """Keep the uploaded photo, byte for byte as sent, with what the model says of it and `label` (None: "Right",
-    the model's top class); never one of the bundle's own examples. None when "Right" is said of a photo the model
-    named no dish for: nothing is kept."""
-    prediction = top_k(predictor, open_upload(payload))  # decodes it whole: a damaged photo is refused here
+    the model's top class); never one of the bundle's own examples (`own_photos`, their sha256s). None when "Right"
+    is said of a photo the model named no dish for: nothing is kept."""
+    prediction = top_k(batcher, open_upload(payload))  # decodes it whole: a damaged photo is refused here
     if label is None:
         if not prediction.on_menu:
             return None
@@ -234,8 +235,7 @@ def keep_feedback(predictor, folder: Path, payload, label: str | None) -> feedba
     source, _ = upload_source(payload)
     data = source.read_bytes() if isinstance(source, Path) else source.getvalue()
     try:
-        return feedback.record(folder, data, label, prediction, predictor.classes,
-                               refused=feedback.own_photos(predictor.run_dir))
+        return feedback.record(folder, data, label, prediction, batcher.predictor.classes, refused=own_photos)
     except ClassifyError as error:
         raise user_error(f"{str(error)[:1].upper()}{str(error)[1:]}.", title="Cannot keep this") from None
 
@@ -250,9 +250,11 @@ def feedback_message(verdict: feedback.Verdict | None) -> str:
             f"{100 * verdict.probability:.0f}%). Thank you!")
 
 
-def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
+def feedback_panel(batcher: Batcher, folder: Path, image: gr.Image) -> None:
     """The "Right" button and the "Wrong? It is …" dropdown under the prediction, shown once there is a photo, and
     the same as the /feedback API."""
+    predictor = batcher.predictor
+    own = feedback.own_photos(predictor.run_dir)  # hashed once, not on every verdict
     with gr.Column(visible=False, variant="panel", elem_id="feedback") as panel:
         with gr.Row():
             right = gr.Button("Right", variant="primary", size="md", elem_id="feedback-right", scale=0, min_width=100)
@@ -271,13 +273,13 @@ def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
 
     def say_wrong(payload, picked, typed):
         label = typed if picked == SOMETHING_ELSE else picked
-        return feedback_message(keep_feedback(predictor, folder, payload, label or ""))
+        return feedback_message(keep_feedback(batcher, folder, payload, label or "", own))
 
     image.change(on_new_photo, image, [panel, status, choice, other, other_row], preprocess=False,
                  api_visibility="private", queue=False)
     choice.change(lambda picked: gr.update(visible=picked == SOMETHING_ELSE), choice, other_row,
                   api_visibility="private", queue=False)
-    right.click(lambda payload: feedback_message(keep_feedback(predictor, folder, payload, None)), image, status,
+    right.click(lambda payload: feedback_message(keep_feedback(batcher, folder, payload, None, own)), image, status,
                 preprocess=False, api_visibility="private")
     send.click(say_wrong, [image, choice, other], status, preprocess=False, api_visibility="private")
     other.submit(say_wrong, [image, choice, other], status, preprocess=False, api_visibility="private")
@@ -286,7 +288,7 @@ def feedback_panel(predictor, folder: Path, image: gr.Image) -> None:
         """Keep the photo, as sent, in the feedback folder with `label` (what it is) and what the model said of it:
         the row written to feedback.csv, {"time", "file", "sha256", "predicted", "probability", "menu_score",
         "label", "verdict"}."""
-        return asdict(keep_feedback(predictor, folder, image, label))
+        return asdict(keep_feedback(batcher, folder, image, label, own))
 
     gr.api(send_feedback, api_name="feedback")
 
@@ -370,7 +372,7 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 verdict = gr.Markdown(elem_id="verdict")
                 label = gr.Label(num_top_classes=TOP_K, label="Top 5", elem_id="prediction")
                 if folder is not None:
-                    feedback_panel(predictor, folder, image)
+                    feedback_panel(batcher, folder, image)
                 show_heat_map = gr.Checkbox(True, label="Show where the model looked (heat map)", elem_id="heat-toggle",
                                             visible=explainer is not None)
                 heat_map = gr.Image(type="pil", label="Where it looked: the top class, on the crop the model saw",

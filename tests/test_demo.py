@@ -406,9 +406,10 @@ def test_api_feedback_keeps_the_photo_and_refuses_what_is_not_one(client, server
 
 def test_right_of_a_photo_off_the_menu_keeps_nothing(predictor, tmp_path):
     paper = make_nonfood(tmp_path / "receipt.png", seed=5)
-    assert demo.keep_feedback(predictor, tmp_path / "fb", {"path": str(paper)}, None) is None
+    batcher = demo.Batcher(predictor)
+    assert demo.keep_feedback(batcher, tmp_path / "fb", {"path": str(paper)}, None, frozenset()) is None
     assert "nothing was kept" in demo.feedback_message(None) and not (tmp_path / "fb").exists()
-    kept = demo.keep_feedback(predictor, tmp_path / "fb", {"path": str(paper)}, "receipt")  # a label: kept
+    kept = demo.keep_feedback(batcher, tmp_path / "fb", {"path": str(paper)}, "receipt", frozenset())  # a label: kept
     assert kept.predicted in predictor.classes and (tmp_path / "fb" / kept.file).read_bytes() == paper.read_bytes()
 
 
