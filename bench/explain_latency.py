@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from record import FOOD_DEV, LITE, append, head_only_bundle, machine, table  # noqa: E402
+from record import FOOD_DEV, MODELS, append, head_only_bundle, machine, table  # noqa: E402
 
 import classify  # noqa: E402
 from classify.explain import Explainer  # noqa: E402
@@ -54,13 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(FOOD_DEV))
     parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--models", nargs="+", default=list(MODELS),
+                        help="backbones (default: each offline Lite model and the CPU default's side-by-side set)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     images = sorted((Path(args.data) / "valid").rglob("*.jpg"))[: args.runs]
     machine_line = machine()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name in LITE:
+        for name in args.models:
             alone, explained, size = measure(head_only_bundle(args.data, Path(scratch) / name, name), images)
             (a50, e50), (a95, e95) = ((np.percentile(alone, q), np.percentile(explained, q)) for q in (50, 95))
             # the extra cost as the difference of the percentiles: per-image differences mostly measure the noise

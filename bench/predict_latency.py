@@ -1,4 +1,4 @@
-"""Claim: single-image `predict` latency on the CPU (p50, p95), file to top-5, for each offline backbone.
+"""Claim: single-image `predict` latency on the CPU (p50, p95), file to top-5, for each offline backbone and the CPU default's.
   python bench/predict_latency.py [--runs 60]
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from record import FOOD_DEV, LITE, append, head_only_bundle, machine, table  # noqa: E402
+from record import FOOD_DEV, MODELS, append, head_only_bundle, machine, table  # noqa: E402
 
 import classify  # noqa: E402
 
@@ -22,6 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(FOOD_DEV))
     parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--models", nargs="+", default=list(MODELS),
+                        help="backbones (default: each offline Lite model and the CPU default's side-by-side set)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -31,7 +33,7 @@ def main() -> None:
     machine_line = machine()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name in LITE:
+        for name in args.models:
             predictor = classify.load(head_only_bundle(args.data, Path(scratch) / name, name))
             for image in images[:3]:
                 predictor.predict(image)  # warm-up

@@ -11,6 +11,7 @@ FOOD_DEV = Path(os.environ.get("PLATEKIT_FOOD_DEV", Path(__file__).resolve().par
 
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+MODELS = LITE + ("+".join(LITE),)  # and the CPU default: all three side by side
 
 
 def head_only_bundle(data: str | Path, out: Path, model: str) -> Path:

@@ -14,11 +14,11 @@ from classify.options import Parser, number
 HELP = {
     "data": "ImageFolder root with train/ and valid/ (optional test/), or one folder of class folders",
     "out": "run folder to write the model bundle to",
-    "model": "auto (lite2 on GPU, lite0 on CPU), efficientnet_lite0|1|2 (offline), a timm name, tv:NAME "
+    "model": "auto (lite2 on GPU; lite0+lite1+lite2 side by side on CPU), efficientnet_lite0|1|2 (offline), a timm name, tv:NAME "
              "(torchvision) or hf:ORG/NAME (Hugging Face)",
     "weights": "local state dict or .safetensors to start from instead of downloaded weights",
     "freeze": "auto | all (head only, on cached features) | partial (last stages + head) | none (full fine-tune)",
-    "head": "linear | mlp (Linear-ReLU-Dropout-Linear)",
+    "head": "auto (mlp when only the head trains, else linear) | linear | mlp (Linear-ReLU-Dropout-Linear)",
     "image_size": "input side in pixels (0: the backbone's own)",
     "epochs": "epochs (0: by strategy: all 25, partial 12, none 15 on a CPU, 40 on a GPU)",
     "batch_size": "images per training step",

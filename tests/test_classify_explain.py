@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from badinput import assert_refused, run, tree_digest
 from classify import ClassifyError, models
 from classify import data as D
-from classify.explain import WRITTEN, Explainer, last_feature_map
+from classify.explain import WRITTEN, Explainer, feature_maps
 from classify.predict import Predictor
 from conftest import COLOURS, make_image
 
@@ -45,11 +45,13 @@ def disc(left: int) -> Image.Image:
     return image
 
 
-FAMILIES = {  # name -> (architecture, the layer the heat map must come from)
-    "lite": ("efficientnet_lite0", lambda backbone: backbone.bn2),
-    "timm": ("resnet18", lambda backbone: backbone.layer4),
-    "torchvision": ("tv:resnet18", lambda backbone: backbone.layer4),
-    "huggingface": ("hf:tiny-resnet", lambda backbone: backbone.model.resnet.encoder.stages[-1]),
+FAMILIES = {  # name -> (architecture, the layers the heat map must come from)
+    "lite": ("efficientnet_lite0", lambda backbone: [backbone.bn2]),
+    "timm": ("resnet18", lambda backbone: [backbone.layer4]),
+    "torchvision": ("tv:resnet18", lambda backbone: [backbone.layer4]),
+    "huggingface": ("hf:tiny-resnet", lambda backbone: [backbone.model.resnet.encoder.stages[-1]]),
+    "side by side": ("efficientnet_lite0+tv:resnet18",
+                     lambda backbone: [backbone.branches[0].bn2, backbone.branches[1].layer4]),
 }
 
 
@@ -59,7 +61,8 @@ def test_heat_map_on_each_backbone_family(family, tmp_path):
     bundle = write_bundle(tmp_path / family, architecture, tiny_hf_resnet() if family == "huggingface" else None)
     predictor = Predictor(bundle)
     explainer = Explainer(predictor)
-    assert last_feature_map(explainer.model, SIZE) is expected_layer(explainer.model.backbone)
+    found, expected = feature_maps(explainer.model, SIZE), expected_layer(explainer.model.backbone)
+    assert len(found) == len(expected) and all(a is b for a, b in zip(found, expected))
     first, second = explainer.explain(disc(5)), explainer.explain(disc(80))
     for explanation, image in ((first, disc(5)), (second, disc(80))):
         assert explanation.heat.shape == (SIZE, SIZE) and explanation.heat.dtype == np.float32
@@ -77,7 +80,7 @@ def test_heat_map_on_each_backbone_family(family, tmp_path):
 def test_a_vision_transformer_is_refused_with_a_reason():
     model, _, _ = models.create("vit_tiny_patch16_224", 3, pretrained=False)
     with pytest.raises(ClassifyError, match="convolutional backbone"):
-        last_feature_map(model.eval(), 224)
+        feature_maps(model.eval(), 224)
 
 
 # --- predict --explain ------------------------------------------------------------------------------------------

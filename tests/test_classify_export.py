@@ -27,3 +27,23 @@ def test_export_agrees_with_pytorch(trained_bundle, tmp_path, fmt):
         logits = onnxruntime.InferenceSession(str(out)).run(None, {"pixels": x.contiguous().numpy()})[0]
         probabilities = torch.from_numpy(logits).softmax(-1)[0].numpy()
         assert sidecar["classes"][int(np.argmax(probabilities))] == predictor.predict(image, k=1)[0][0]
+
+
+def test_backbones_side_by_side_train_predict_explain_and_export(tiny_data_session, tmp_path):
+    # The CPU default runs several backbones side by side: a bundle of them goes everywhere a one-backbone bundle goes.
+    from classify.explain import Explainer
+    from classify.train import RunConfig, train
+    from conftest import FAST
+
+    out = tmp_path / "pair"
+    train(RunConfig(data=str(tiny_data_session), out=str(out),
+                    **{**FAST, "model": "efficientnet_lite0+efficientnet_lite1"}))
+    predictor = classify.load(out)
+    assert predictor.bundle.architecture == "efficientnet_lite0+efficientnet_lite1"
+    assert predictor.model.num_features == 2 * 1280 and predictor.menu_bank is not None
+    image = next((out / "examples" / "red_soup").glob("*.jpg"))
+    assert predictor.predict(image, k=1)[0][0] == "red_soup"
+    heat = Explainer(predictor).explain(image).heat
+    assert heat.shape == (64, 64) and heat.max() > 0.5
+    report = export(out, "onnx", tmp_path / "pair.onnx")
+    assert report.max_abs_difference < 1e-4

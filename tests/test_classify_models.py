@@ -114,3 +114,31 @@ def test_hub_cache_still_loads_with_no_network(monkeypatch, tmp_path):
     model, _, _ = models.create("resnet18", 3)
     assert torch.all(model.backbone.conv1.weight == 0.125)
     assert constants.HF_HUB_OFFLINE is False  # offline only for that call
+
+
+def test_backbones_side_by_side():
+    # Features of each branch, concatenated, on one input: a branch with another normalization (torchvision's
+    # ImageNet mean/std) gets the input mapped into its own.
+    model, spec, extra = models.create("efficientnet_lite0+efficientnet_lite1", 4)
+    lite0, _, _ = models.create("efficientnet_lite0", 4)
+    model.eval(), lite0.eval()  # (in training mode a forward pass moves BatchNorm's statistics)
+    assert spec.image_size == 240 and spec.mean == (0.5, 0.5, 0.5) and extra == {}
+    assert model.num_features == 2 * 1280 and model(torch.zeros(2, 3, 64, 64)).shape == (2, 4)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        features = model.backbone.eval()(x)
+        assert torch.allclose(features[:, :1280], lite0.backbone.eval()(x), atol=1e-5)
+    mixed, mixed_spec, _ = models.create("efficientnet_lite0+tv:resnet18", 3, pretrained=False)
+    resnet = mixed.backbone.branches[1].eval()
+    pixels = torch.rand(2, 3, 64, 64)
+    imagenet = (pixels - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        given = (pixels - 0.5) / 0.5  # the input in the first branch's normalization
+        assert torch.allclose(mixed.backbone.eval()(given)[:, 1280:], resnet(imagenet), atol=1e-4)
+    # the state dict is the branches' own: a bundle saved from one loads into another built from the same name
+    again, _, _ = models.create("efficientnet_lite0+tv:resnet18", 3, pretrained=False)
+    again.load_state_dict(mixed.state_dict())
+    for name in ("efficientnet_lite0+", "efficientnet_lite0+hf:microsoft/resnet-50"):
+        with pytest.raises(ClassifyError, match="side by side"):
+            models.create(name, 3, pretrained=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from classify import train
 from conftest import ROOT, make_imagefolder
 
 
@@ -26,7 +27,7 @@ def test_quickstart_script_runs_the_whole_path(tmp_path):
     assert {"train", "valid", "test"} == set(exported)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["architecture"] == "efficientnet_lite0" and config["strategy"] == "all"
+    assert config["architecture"] == train.CPU_MODEL and config["strategy"] == "all" and config["head"] == "mlp"
     assert metrics["accuracy"] >= 0.6
     assert any(line.startswith("accuracy ") for line in done.stdout.splitlines())  # evaluate's summary line
     assert Path(tmp_path / "ws" / "manifest.sqlite").is_file()
