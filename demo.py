@@ -121,13 +121,21 @@ def score_rows(figures: dict, honest: bool) -> list[tuple[str, str]]:
             ("Average position of the true class", f"{position:.2f}" if isinstance(position, (int, float)) else "n/a")]
 
 
+def backbone_words(architecture: str) -> str:
+    """`a` for one backbone; `a` + `b` side by side for several (separate code spans: a phone can wrap them)."""
+    names = architecture.split("+")
+    if len(names) == 1:
+        return f"`{architecture}`"
+    return " + ".join(f"`{name}`" for name in names) + " side by side"
+
+
 def model_card(predictor) -> str:
     """The card: held-out figures from `evaluate --out` on a split the model never saw when there are some, else
     the valid split's, labelled as the split that picked the epoch."""
     bundle = predictor.bundle
     honest = bool(predictor.held_out)
     rows = [
-        ("Backbone", f"`{bundle.architecture}`, {bundle.image_size} px, "
+        ("Backbone", backbone_words(bundle.architecture) + f", {bundle.image_size} px, "
                      + STRATEGIES.get(bundle.strategy, str(bundle.strategy))),
         ("Classes", f"{len(predictor.classes)}: " + ", ".join(map(display_name, predictor.classes))),
         *score_rows(predictor.held_out if honest else predictor.metrics, honest),

@@ -1,5 +1,5 @@
 """Claim: the demo serves 16 concurrent clients x 20 requests each on 127.0.0.1 with 0 errors, at >= 35 % of the
-model's own batched forward rate (batch 16, same bundle and input size, measured in the same run, before and after
+model's own batched forward rate (batches of classify.batching.MAX_BATCH, same bundle and input size, measured in the same run, before and after
 the load), p95 <= 600 ms; one client alone p50 <= 50 ms. Starts `python demo.py` as a user would, on a bundle trained
 here (lite0, head only, 1 epoch: latency does not depend on the weights) unless --model is given, and saves a
 screenshot of a real prediction to docs/demo.png with --screenshot.
@@ -22,15 +22,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import classify  # noqa: E402  first: it sets OMP_WAIT_POLICY before torch loads, as the server has it
 from record import FOOD_DEV, append, head_only_bundle, machine, table  # noqa: E402
+from classify.batching import MAX_BATCH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FORWARD_BATCH = 16  # the demo's largest batch (classify/batching.py MAX_BATCH)
+FORWARD_BATCH = MAX_BATCH  # the demo's largest batch, where the model's own rate per image is highest
 FORWARD_PASSES = 8  # timed passes before the load, and again after it
 # The URL is plain http://, so no certificate is ever checked; with ssl_verify=True (the default) httpx builds an SSL
 # context for each of gradio_client's HTTP calls anyway (encode/httpx#2298): 23-25 ms of CPU each, measured here,
 # three per prediction (upload, queue/join, the result stream), more than the model's forward pass, on the cores the
 # server needs. The stock client gets its own row.
 CLIENT = {"verbose": False, "ssl_verify": False}
+
+
+def bundle_words(run: Path) -> str:
+    import json
+    config = json.loads((run / "config.json").read_text())
+    return f"{config['architecture']} bundle ({config['image_size']} px)"
 
 
 def free_port() -> int:
@@ -121,6 +128,7 @@ def main() -> None:
         model = Path(args.model) if args.model else Path(scratch) / "run"
         if not args.model:
             head_only_bundle(args.data, model, "efficientnet_lite0")
+        words = bundle_words(model)  # read now: a bundle trained here is gone with the scratch folder
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
         process = start_demo(model, port)
@@ -179,7 +187,7 @@ def main() -> None:
     body = table(["load", "requests", "errors", "p50 ms", "p95 ms", "requests/s", "of the model's rate",
                   "of the CPU in the model"], rows)
     body += ("\n\nRound trips through gradio_client (upload + queue + predict) on 127.0.0.1, food-dev valid JPEGs, "
-             f"lite0 bundle (224 px), CPU; clients with ssl_verify=False (plain http) unless the row says otherwise. "
+             f"{words}, CPU; clients with ssl_verify=False (plain http) unless the row says otherwise. "
              f"The model's rate: median of {len(forward)} passes, half before the load and half after, in this "
              "process while the server idled. CPU time per request during the load: "
              f"{1000 * server_cpu / total:.0f} ms in the server, {1000 * client_cpu / total:.0f} ms in the clients; "

@@ -9,7 +9,10 @@ from dataclasses import replace
 
 import torch
 
-MAX_BATCH = 16  # images per forward pass; a 224 px lite0 batch of 16 takes ~0.2 s on 2 CPU cores
+# Images per forward pass; a 224 px lite0 batch of 16 takes ~0.2 s on 2 CPU cores. Bare forward passes run fastest per
+# image at 4 (bench/batch_size.py), but the demo under 16 clients served fewer requests with 4 (the CPU default: 9.7
+# against 11.0 requests/s, bench/RESULTS.md), so 16 it stays.
+MAX_BATCH = 16
 
 
 class Batcher:

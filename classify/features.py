@@ -10,9 +10,9 @@ computing them again gives (CPU convolutions give the same outputs in any batch 
 runs a lone image as two).
 
 One SQLite file, `features.sqlite` in the cache folder (default `$PLATEKIT_CACHE`, else `$XDG_CACHE_HOME/platekit`,
-else `~/.cache/platekit`); a row is one image's view, 2.5 KB for lite0. It keeps at most 2 GiB
-(`$PLATEKIT_CACHE_MAX_MB` sets another cap): past that, a run ends by deleting the settings (a fingerprint and view)
-used least recently, never one it used itself. Delete the folder to clear it.
+else `~/.cache/platekit`); a row is one image's view, 2.5 KB for lite0 (7.5 KB for lite0+lite1+lite2). It keeps
+at most 2 GiB (`$PLATEKIT_CACHE_MAX_MB` sets another cap): past that, a run ends by deleting the settings (a
+fingerprint and view) used least recently, never one it used itself. Delete the folder to clear it.
 """
 from __future__ import annotations
 

@@ -229,6 +229,12 @@ def split_model(model: nn.Module, strategy: str, device: torch.device) -> Parts:
     return Parts(model, frozen, trainable, split_at)
 
 
+# The frozen layers' batch on a CPU. Small batches stay in the caches: in bench/batch_size.py's bare forward passes
+# 4 images a batch ran fastest per image for every Lite model; but in a real run of the CPU default (lite0+lite1+lite2,
+# food-dev, bench/train_cpu.py) batches of 4 took 238 s against 195 s for 16, so 16 it stays.
+FROZEN_BATCH = 16
+
+
 def cache_frozen(frozen: nn.Module, inputs: Inputs, config: RunConfig, strategy: str, architecture: str,
                  cache_px: int, accelerator, progress: bool, log) -> Inputs:
     """Run the frozen layers once per cached view of the training images (once, centred, for valid): `inputs` with
@@ -254,10 +260,9 @@ def cache_frozen(frozen: nn.Module, inputs: Inputs, config: RunConfig, strategy:
                                            cache_px=cache_px, mean=list(inputs.mean), std=list(inputs.std),
                                            device=device.type, mixed_precision=accelerator.mixed_precision)
         store = features.FeatureStore(folder)
-    # Small inference batches are fastest on a CPU (they stay in cache); the GPU wants large ones.
     common = dict(image_size=inputs.image_size, mean=inputs.mean, std=inputs.std, seed=config.seed, device=device,
                   autocast=accelerator.autocast, store=store, fingerprint=fingerprint,
-                  batch_size=16 if device.type == "cpu" else 256, progress=progress)
+                  batch_size=FROZEN_BATCH if device.type == "cpu" else 256, progress=progress)
     train_features, train_read = features.frozen_features(frozen, inputs.train, views, shape,
                                                           augment_strength=config.aug, desc="cache train", **common)
     valid_features, valid_read = features.frozen_features(frozen, inputs.valid, 1, shape, augment_strength=0,

@@ -431,6 +431,11 @@ def test_card_shows_held_out_figures_with_an_interval_or_labels_valid(predictor,
     assert "used to pick the epoch" not in card
 
 
+def test_card_names_backbones_side_by_side_in_words_a_phone_can_wrap():
+    assert demo.backbone_words("efficientnet_lite0") == "`efficientnet_lite0`"
+    assert demo.backbone_words("efficientnet_lite0+tv:resnet18") == "`efficientnet_lite0` + `tv:resnet18` side by side"
+
+
 def test_verdict_asks_when_the_top_two_are_close():
     from classify.predict import Prediction
     assert demo.verdict_markdown(Prediction([("baklava", 0.45), ("apple_pie", 0.40)], True, 0.9), 10) == \
