@@ -14,7 +14,11 @@ class ClassifyError(Exception):
     """A problem the user can fix (bad data, unknown model, missing file); the CLI prints it as one line."""
 
 
-def load(run_dir, device: str = "cpu"):
-    """Load a trained model bundle: `classify.load("runs/x").predict(pil_image, k=5)`."""
+RUNTIMES = ("auto", "onnx", "torch")  # how a Predictor scores on the CPU: classify/runtime.py
+
+
+def load(run_dir, device: str = "cpu", runtime: str = "auto"):
+    """Load a trained model bundle: `classify.load("runs/x").predict(pil_image, k=5)`. `runtime`: "auto" scores
+    through ONNX Runtime on the CPU where it is installed, "torch" always through PyTorch, "onnx" insists."""
     from classify.predict import Predictor
-    return Predictor(run_dir, device=device)
+    return Predictor(run_dir, device=device, runtime=runtime)

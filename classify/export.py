@@ -80,7 +80,7 @@ def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None):
         raise ClassifyError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     out = Path(out)
     _check_out(run_dir, out)
-    predictor = classify.load(run_dir)
+    predictor = classify.load(run_dir, runtime="torch")  # it exports the PyTorch model itself
     model = predictor.model.eval().to(memory_format=torch.contiguous_format)
     x = _check_images(predictor, check_data)
     with torch.inference_mode():
@@ -112,7 +112,7 @@ def _export_onnx(model, example, path: Path, x) -> np.ndarray:
     try:
         import onnxruntime
     except ImportError:
-        raise ClassifyError("ONNX export needs onnx and onnxruntime: pip install 'platekit[onnx]'") from None
+        raise ClassifyError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
     # The TorchScript-based exporter needs no onnxscript and handles timm's "same" padding.
     torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["logits"],
                       dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)

@@ -33,7 +33,7 @@ class Prediction:
 class Predictor:
     """A trained model loaded from its bundle: `Predictor("runs/x").predict(image, k=5)`."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str = "cpu", runtime: str = "auto"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -57,6 +57,11 @@ class Predictor:
                                 f"{str(error).splitlines()[0][:160]}") from None
         self.device = torch.device(device)
         self.model = self.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        # Scoring on the CPU runs through ONNX Runtime (one image through the CPU default 3.1x faster in a fresh
+        # process, see classify/runtime.py); the PyTorch model stays for heat maps and on a GPU.
+        from classify import features, runtime as runtimes
+        self.onnx = runtimes.forward_for(self.model, self.image_size, self.device, runtime,
+                                         features.cache_folder("auto"))
         self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
         self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
         self.menu_bank = None
@@ -80,6 +85,11 @@ class Predictor:
 
         def forward(batch):
             x = D.model_input(batch, self.image_size, self.mean, self.std, self.device)
+            if self.onnx is not None:
+                pooled, scores = self.onnx(x)
+                if tta:
+                    scores = (scores + self.onnx(x.flip(-1))[1]) / 2
+                return pooled, scores
             pooled = self.model.backbone(x).float()
             scores = self.model.head(pooled).float()
             if tta:  # horizontal flip: food has no handedness

@@ -1,0 +1,132 @@
+"""classify.runtime: the CPU forward pass through ONNX Runtime, its cache, and the PyTorch route beside it."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import classify
+from classify import ClassifyError, runtime
+from classify.models import create
+
+
+def _bare(name: str, size: int):
+    model, _, _ = create(name, num_classes=4, head="mlp")
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite0+efficientnet_lite1"])
+def test_onnx_forward_matches_torch(name, tmp_path):
+    """Features and logits out of ONNX Runtime are PyTorch's, for one image and a batch (the batch axis is dynamic),
+    for a single backbone and for several side by side (their renormalization is inside the graph)."""
+    model = _bare(name, 96)
+    forward = runtime.OnnxForward(model, 96, tmp_path)
+    torch.manual_seed(0)
+    for n in (1, 3):
+        x = torch.randn(n, 3, 96, 96)
+        with torch.inference_mode():
+            features = model.backbone(x)
+            logits = model.head(features)
+        got_features, got_logits = forward(x)
+        assert got_features.shape == features.shape and got_logits.shape == (n, 4)
+        assert torch.allclose(got_features, features, atol=1e-4, rtol=1e-3)
+        assert torch.allclose(got_logits, logits, atol=1e-4, rtol=1e-3)
+
+
+def test_cache_written_once_and_reused(tmp_path, monkeypatch):
+    model = _bare("efficientnet_lite0", 64)
+    runtime.OnnxForward(model, 64, tmp_path)
+    files = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(files) == 1 and files[0].stem == runtime.cache_key(model, 64)
+    assert not list((tmp_path / "onnx").glob("*.tmp"))
+    inode = files[0].stat().st_ino
+
+    def no_export(*args):
+        raise AssertionError("exported again although the cache holds it")
+    monkeypatch.setattr(runtime, "_export", no_export)
+    runtime.OnnxForward(model, 64, tmp_path)
+    assert files[0].stat().st_ino == inode  # the same file, not written again
+    # Other weights or another input size: another key, another file.
+    assert runtime.cache_key(model, 96) != runtime.cache_key(model, 64)
+    with torch.no_grad():
+        next(model.head.parameters()).add_(1.0)
+    assert runtime.cache_key(model, 64) != files[0].stem
+
+
+def test_unwritable_cache_falls_back_to_memory(tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("a file where the folder should be: unwritable even for root")
+    model = _bare("efficientnet_lite0", 64)
+    forward = runtime.OnnxForward(model, 64, cache)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(forward(x)[1], model.head(model.backbone(x)), atol=1e-4, rtol=1e-3)
+    assert cache.read_text().startswith("a file")
+
+
+def test_predictor_runtimes_agree(trained_bundle, tiny_data_session):
+    images = sorted((tiny_data_session / "test").rglob("*.jpg"))
+    onnx = classify.load(trained_bundle, runtime="onnx")
+    eager = classify.load(trained_bundle, runtime="torch")
+    assert onnx.onnx is not None and eager.onnx is None
+    assert classify.load(trained_bundle).onnx is not None  # "auto" on a CPU with onnxruntime installed
+    for a, b in zip(onnx.predictions(images, k=3), eager.predictions(images, k=3)):
+        assert [name for name, _ in a.top] == [name for name, _ in b.top]
+        assert all(abs(p - q) < 1e-4 for (_, p), (_, q) in zip(a.top, b.top))
+
+
+def test_runtime_onnx_missing_is_one_clear_error(trained_bundle, monkeypatch):
+    monkeypatch.setattr(runtime, "available", lambda: False)  # as where onnxruntime is not installed
+    with pytest.raises(ClassifyError, match="needs onnx and onnxruntime"):
+        classify.load(trained_bundle, runtime="onnx")
+    assert classify.load(trained_bundle).onnx is None  # "auto" quietly scores with PyTorch
+
+
+def test_auto_falls_back_when_the_export_fails(trained_bundle, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("Exporting the operator 'aten::weird' to ONNX opset version 17 is not supported")
+    monkeypatch.setattr(runtime, "_export", broken)
+    monkeypatch.setenv("PLATEKIT_CACHE", str(Path(os.environ["PLATEKIT_CACHE"]) / "empty"))
+    assert classify.load(trained_bundle).onnx is None
+    with pytest.raises(ClassifyError, match="does not run in ONNX Runtime.*aten::weird"):
+        classify.load(trained_bundle, runtime="onnx")
+
+
+def test_predict_cli_runtime(trained_bundle, tiny_data_session):
+    import json
+    import subprocess
+    import sys
+
+    folder = str(tiny_data_session / "test" / "red_soup")
+    runs = {}
+    for choice in ("onnx", "torch"):
+        out = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle), "--json",
+                              "--runtime", choice, folder], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        runs[choice] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(runs["onnx"]) == len(runs["torch"]) == 4
+    for a, b in zip(runs["onnx"], runs["torch"]):
+        assert a["image"] == b["image"] and a["predictions"][0]["label"] == b["predictions"][0]["label"]
+        assert abs(a["predictions"][0]["probability"] - b["predictions"][0]["probability"]) < 1e-4
+    bad = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle), "--runtime",
+                          "ort", folder], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--runtime" in bad.stderr
+    with pytest.raises(ClassifyError, match="unknown runtime 'ort'"):
+        classify.load(trained_bundle, runtime="ort")
+
+
+def test_cache_keeps_the_most_recent_exports(tmp_path, monkeypatch):
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    olds = []
+    for i in range(runtime.KEEP_MODELS + 2):  # exports of other models, oldest first
+        old = folder / f"{i:032x}.onnx"
+        old.write_bytes(b"x")
+        os.utime(old, (1000 + i, 1000 + i))
+        olds.append(old)
+    mine = folder / "notes.onnx"
+    mine.write_text("not ours: never touched")
+    runtime.OnnxForward(_bare("efficientnet_lite0", 64), 64, tmp_path)
+    left = sorted(p for p in olds if p.exists())
+    assert left == olds[-(runtime.KEEP_MODELS - 1):]  # the newest 7 and the new export: 8
+    assert len(list(folder.glob("*.onnx"))) == runtime.KEEP_MODELS + 1 and mine.exists()
