@@ -95,6 +95,27 @@ def one_by_one(url: str, images: list[Path], **client_options) -> list[float]:
     return latencies
 
 
+def one_by_one_http(url: str, images: list[Path]) -> list[float]:
+    """Gradio's REST route, as curl or any HTTP client calls it (README: the demo's API): upload, then
+    POST /gradio_api/call/predict, then read the event stream to its end. gradio_client adds its own wait on top: it
+    checks its queue of stream messages every 50 ms (gradio_client 2.7.2, utils.stream_sse_v1plus), so a reply
+    waits there 25 ms on average, whatever the server does."""
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for image in images:
+            started = time.perf_counter()
+            with open(image, "rb") as handle:
+                path = http.post("gradio_api/upload", files={"files": handle}).json()[0]
+            event = http.post("gradio_api/call/predict",
+                              json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]}).json()["event_id"]
+            reply = http.get(f"gradio_api/call/predict/{event}").text
+            assert "event: complete" in reply, reply[:200]
+            latencies.append(1000 * (time.perf_counter() - started))
+    return latencies
+
+
 def screenshot(url: str, image: Path, out: Path) -> None:
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
@@ -164,6 +185,7 @@ def main() -> None:
             forward, forward_cpu = forward + more, forward_cpu + more_cpu
             single = one_by_one(url, images[:20], **CLIENT)
             stock = one_by_one(url, images[:20], verbose=False)
+            rest = one_by_one_http(url, images[:20])
             if args.screenshot:
                 screenshot(url, images[len(images) // 2], Path(args.screenshot))
         finally:
@@ -182,6 +204,8 @@ def main() -> None:
                 f"{100 * total / wall / forward_rate:.0f}%", f"{100 * image_cpu_ms / request_cpu_ms:.0f}%"),
             row("1 client, one request at a time", single, 0, len(single) / (sum(single) / 1000)),
             row("1 client, gradio_client's default ssl_verify=True", stock, 0, len(stock) / (sum(stock) / 1000)),
+            row("1 client, plain HTTP (upload, /gradio_api/call/predict, its event stream)", rest, 0,
+                len(rest) / (sum(rest) / 1000)),
             row(f"the model alone: forward passes of {FORWARD_BATCH} decoded images (ms per pass, images/s)",
                 [1000 * t for t in forward], 0, forward_rate, "100%", "100%")]
     body = table(["load", "requests", "errors", "p50 ms", "p95 ms", "requests/s", "of the model's rate",
