@@ -861,6 +861,20 @@ def _bind(handler, *bound):
     return call
 
 
+def _only(outputs: list, handler):
+    """`handler` answering only for `outputs`: a fast event's error path may render the full view (Gradio refuses a
+    component it was not told of)."""
+    wanted = {id(component) for component in outputs}
+
+    @functools.wraps(handler)
+    def call(*args, **kwargs):
+        out = handler(*args, **kwargs)  # a dict keyed by components, or gr.skip() (keyed by a string)
+        return {key: value for key, value in out.items() if isinstance(key, str) or id(key) in wanted}
+
+    call.__signature__ = handler.__signature__
+    return call
+
+
 def _wire(review: Review, app: gr.Blocks) -> None:
     """Connect the events to the handlers. Fast events skip the queue; every action on the image on screen sends its
     id (SHOWN_ID_JS)."""
@@ -871,12 +885,14 @@ def _wire(review: Review, app: gr.Blocks) -> None:
     def on(event, handler, *bound, more=None, outputs=None, **options):
         """Run handler(review, *bound, **filters, **more, image_id=<the image on screen>) on `event`; a key pressed again
         before the last answer is sent too (trigger_mode "once" would drop it), with the id then on screen."""
-        event(_bind(handler, review, *bound), inputs_kwargs={**filters, **(more or {}), "image_id": ui.shown},
-              outputs=outputs or ui.main, js=SHOWN_ID_JS, **{**fast, "trigger_mode": "multiple", **options})
+        outputs = outputs or ui.main
+        event(_only(outputs, _bind(handler, review, *bound)), inputs_kwargs={**filters, **(more or {}),
+              "image_id": ui.shown}, outputs=outputs, js=SHOWN_ID_JS, **{**fast, "trigger_mode": "multiple", **options})
 
     def on_event(event, handler, **more):
         """Run handler(review, event data, **filters) on an event the page's own JS triggers (it carries the id)."""
-        event(_bind(handler, review), inputs_kwargs={**filters, **more}, outputs=ui.shown_image, **fast)
+        event(_only(ui.shown_image, _bind(handler, review)), inputs_kwargs={**filters, **more}, outputs=ui.shown_image,
+              **fast)
 
     buttons = [*ui.image_buttons, ui.undo]
     app.load(_bind(load, review), inputs=ui.prefs, outputs=[*ui.main, ui.status, ui.flag, ui.sort, *buttons], **fast)
@@ -939,8 +955,15 @@ def launch_options(workspace_dir: str | Path) -> dict:
     blocked.append(str(Path(tempfile.gettempdir()) / "gradio"))
     shown = tuple("." + EXTENSIONS[name] for name in BROWSER_FORMATS) + (".jpeg",)  # originals and JPEG thumbnails
     middleware = guard(MAX_REQUEST_BYTES, uploads=False, file_suffixes=shown)
-    return dict(allowed_paths=[str(root / IMAGES_DIR), str(root / THUMBNAILS_DIR)], blocked_paths=blocked, css=CSS,
-                head=HEAD, max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": middleware})
+    options = dict(allowed_paths=[str(root / IMAGES_DIR), str(root / THUMBNAILS_DIR)], blocked_paths=blocked, css=CSS,
+                   head=HEAD, max_file_size=MAX_REQUEST_BYTES, app_kwargs={"middleware": middleware})
+    if "run_history" in inspect.signature(gr.Blocks.launch).parameters:
+        # Gradio 6 keeps each tab's last 100 calls, inputs and outputs, in localStorage and rewrites the whole list
+        # several times a call: with the review's HTML outputs a key press took 60 ms at the first decision and 190
+        # ms by the 40th (setItem alone 47 ms). A review has nothing to replay, and the workspace stays out of the
+        # browser's storage.
+        options["run_history"] = False
+    return options
 
 
 def launch(workspace_dir: str | Path, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
