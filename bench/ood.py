@@ -106,6 +106,17 @@ def methods(predictor, train_x: np.ndarray, train_y: np.ndarray, valid_x: np.nda
 
     def same(score):
         return score, score
+
+    def summed(*pairs):
+        """Several scores in one: each standardized by its valid photos' mean and spread, then added."""
+        stats = [(v(valid_x).mean(), v(valid_x).std() + 1e-12) for v, _ in pairs]
+
+        def combine(x, which):
+            return sum((pair[which](x) - m) / sd for pair, (m, sd) in zip(pairs, stats))
+        return (lambda x: combine(x, 0)), (lambda x: combine(x, 1))
+    knn = (lambda x: menu.scores(bank, x, k=1), lambda x: menu.scores(both, x, k=1))
+    max_logit = same(lambda x: logits(x).max(1))
+    energy = same(lambda x: torch.logsumexp(torch.from_numpy(logits(x)), 1).numpy())
     return {
         "kNN cosine, k=1 (default)": (lambda x: menu.scores(bank, x, k=1), lambda x: menu.scores(both, x, k=1)),
         "kNN cosine, k=1, train only": same(lambda x: menu.scores(bank, x, k=1)),
@@ -115,6 +126,8 @@ def methods(predictor, train_x: np.ndarray, train_y: np.ndarray, valid_x: np.nda
         "energy": same(lambda x: torch.logsumexp(torch.from_numpy(logits(x)), 1).numpy()),
         "max-logit": same(lambda x: logits(x).max(1)),
         "max-softmax (calibrated)": same(lambda x: C.softmax(logits(x), t).max(1)),
+        "kNN k=1 + max-logit (standardized, summed)": summed(knn, max_logit),
+        "kNN k=1 + energy (standardized, summed)": summed(knn, energy),
     }
 
 
