@@ -16,9 +16,10 @@ MARKER = ".platekit-share"  # what a share export wrote, file by file: the only 
 # What the demo reads of a bundle, the files a Space serves (its examples/ folder is copied too); the others (plots,
 # CSV reports, checkpoints) stay behind.
 BUNDLE_FILES = (*bundle_format.REQUIRED, bundle_format.MENU_FILE, "metrics.json", bundle_format.HELD_OUT_FILE)
-# What the demo imports when it runs (pip names); transformers only for a Hugging Face backbone.
+# What the demo imports when it runs (pip names); transformers only for a Hugging Face backbone. onnx and onnxruntime:
+# a Space's CPU scores through ONNX Runtime, as a laptop's does (classify/runtime.py).
 SPACE_REQUIREMENTS = ("gradio", "torch", "torchvision", "timm", "safetensors", "pillow", "pillow-heif", "numpy",
-                      "grad-cam", "tqdm")
+                      "grad-cam", "tqdm", "onnx", "onnxruntime")
 HF_REQUIREMENTS = ("transformers", "accelerate")
 ORT_VERSION = "1.30.0"  # onnxruntime-web, pinned: the integrity hashes below are of its files
 ORT_CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_VERSION}/dist/"
