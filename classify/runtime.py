@@ -9,10 +9,12 @@ model (optimum exports transformers models only), hence the little code below.
 The export (3.5 s for the CPU default, 1.3 s for lite0) is kept in the cache folder (`$PLATEKIT_CACHE`, else
 ~/.cache/platekit) under `onnx/<key>.onnx`, the key a sha256 over the model's weights, its input size and the
 torch and onnxruntime versions; the next process loads it in 0.2 s. An unwritable cache falls back to the export in
-memory. Grad-CAM and training keep using the PyTorch model: this is for scoring only.
+memory. Heat maps use a second export with the feature maps as extra outputs (classify/explain.py); training
+and GPUs keep using the PyTorch model.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import logging
@@ -26,17 +28,23 @@ import torch
 from classify import RUNTIMES, ClassifyError
 
 log = logging.getLogger("classify")
-KEEP_MODELS = 8  # exports kept in the cache, the most recently used
+KEEP_MODELS = 8  # exports kept in the cache, the most recently used (a bundle makes one; two once heat maps are drawn)
 
 
 class _FeaturesAndLogits(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
+    """(features, logits), then the outputs of the `taps` (module names), in that order: feature maps for heat maps."""
+
+    def __init__(self, model: torch.nn.Module, taps: tuple[str, ...] = ()):
         super().__init__()
-        self.model = model
+        self.model, self.taps, self.seen = model, taps, []
+        modules = dict(model.named_modules())
+        for name in taps:
+            modules[name].register_forward_hook(lambda module, args, output: self.seen.append(output))
 
     def forward(self, pixels):
+        self.seen.clear()
         pooled = self.model.backbone(pixels)
-        return pooled, self.model.head(pooled)
+        return (pooled, self.model.head(pooled), *self.seen)
 
 
 def available() -> bool:
@@ -48,39 +56,47 @@ def available() -> bool:
     return True
 
 
-def cache_key(model: torch.nn.Module, image_size: int) -> str:
+def cache_key(model: torch.nn.Module, image_size: int, taps: tuple[str, ...] = ()) -> str:
     import onnxruntime
 
-    digest = hashlib.sha256(f"{image_size} {torch.__version__} {onnxruntime.__version__} v1".encode())
+    digest = hashlib.sha256(f"{image_size} {torch.__version__} {onnxruntime.__version__} v1 {taps}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
 
 
-def _export(model: torch.nn.Module, image_size: int) -> bytes:
+def output_names(taps: tuple[str, ...]) -> list[str]:
+    return ["features", "logits", *(f"map{i}" for i in range(len(taps)))]
+
+
+def _export(model: torch.nn.Module, image_size: int, taps: tuple[str, ...] = ()) -> bytes:
     buffer = io.BytesIO()
     example = torch.zeros(1, 3, image_size, image_size)
+    names = output_names(taps)
+    if taps:  # hooks go on a copy: the model itself may be serving meanwhile
+        model = copy.deepcopy(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes mean nothing to a user here
-        torch.onnx.export(_FeaturesAndLogits(model).eval(), (example,), buffer, input_names=["pixels"],
-                          output_names=["features", "logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(_FeaturesAndLogits(model, taps).eval(), (example,), buffer, input_names=["pixels"],
+                          output_names=names, opset_version=17, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in ["pixels", *names]})
     return buffer.getvalue()
 
 
-def _cached_model(model: torch.nn.Module, image_size: int, cache: Path | None) -> bytes | str:
+def _cached_model(model: torch.nn.Module, image_size: int, cache: Path | None,
+                  taps: tuple[str, ...] = ()) -> bytes | str:
     """The ONNX model: a path in the cache when one is writable (exported on a miss), else the bytes."""
     if cache is None:
-        return _export(model, image_size)
-    path = cache / "onnx" / f"{cache_key(model, image_size)}.onnx"
+        return _export(model, image_size, taps)
+    path = cache / "onnx" / f"{cache_key(model, image_size, taps)}.onnx"
     if path.is_file():
         try:
             os.utime(path)  # recently used: the last to be evicted
         except OSError:
             pass
         return str(path)
-    data = _export(model, image_size)
+    data = _export(model, image_size, taps)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +127,10 @@ def _evict(folder: Path, keep: Path) -> None:
 
 
 class OnnxForward:
-    """`forward(pixels) -> (features, logits)` for normalized N x 3 x S x S float pixels, as numpy arrays."""
+    """`forward(pixels) -> (features, logits, *tapped outputs)` for normalized N x 3 x S x S float pixels, as tensors.
+    `taps`: names of modules in the model whose outputs come too."""
 
-    def __init__(self, model: torch.nn.Module, image_size: int, cache: Path | None):
+    def __init__(self, model: torch.nn.Module, image_size: int, cache: Path | None, taps: tuple[str, ...] = ()):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -122,13 +139,13 @@ class OnnxForward:
         # No busy-waiting between runs: on 2 cores its spinning threads took the CPU from PyTorch's decoding and
         # normalizing around each call (one image through the CPU default: p50 37 -> 30 ms, p95 77 -> 35 ms).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(_cached_model(model.cpu().eval(), image_size, cache), options,
-                                                    providers=["CPUExecutionProvider"])
+        self.names = output_names(taps)
+        self.session = onnxruntime.InferenceSession(_cached_model(model.cpu().eval(), image_size, cache, taps),
+                                                    options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = np.ascontiguousarray(pixels.detach().cpu().contiguous().numpy(), dtype=np.float32)
-        features, logits = self.session.run(["features", "logits"], {"pixels": x})
-        return torch.from_numpy(features), torch.from_numpy(logits)
+        return tuple(torch.from_numpy(out) for out in self.session.run(self.names, {"pixels": x}))
 
 
 def forward_for(model: torch.nn.Module, image_size: int, device: torch.device, runtime: str,

@@ -75,6 +75,12 @@ def test_heat_map_on_each_backbone_family(family, tmp_path):
                                                                         abs=1e-5)
         assert explanation.overlay().size == (SIZE, SIZE)
     assert np.abs(first.heat - second.heat).max() > 0.1
+    # On a CPU the maps come from ONNX Runtime (the PyTorch forward is the slow part); they are PyTorch's Grad-CAM
+    assert explainer.fast is not None
+    eager = Explainer(Predictor(bundle, runtime="torch"))
+    assert eager.fast is None
+    for explanation, image in ((first, disc(5)), (second, disc(80))):
+        assert np.abs(eager.explain(image).heat - explanation.heat).max() < 1e-3
 
 
 def test_a_vision_transformer_is_refused_with_a_reason():
@@ -160,3 +166,15 @@ def test_save_overlay_never_replaces_a_file_that_appears_meanwhile(trained_bundl
         save_overlay(Image.new("RGB", (4, 4)), target)
     assert target.read_bytes() == (photos / "red_soup.jpg").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == ["red_soup.png"]
+
+
+def test_heat_maps_fall_back_to_pytorch_when_onnx_runtime_disagrees(tmp_path, monkeypatch):
+    """The ONNX Runtime path is checked against pytorch_grad_cam once, at start: a difference keeps PyTorch's."""
+    bundle = write_bundle(tmp_path / "lite", "efficientnet_lite0")
+    real = Explainer._fast_heat
+    monkeypatch.setattr(Explainer, "_fast_heat", lambda self, forward, x: (1 - real(self, forward, x)[0], None))
+    explainer = Explainer(Predictor(bundle))
+    assert explainer.fast is None
+    monkeypatch.undo()
+    explanation = explainer.explain(disc(5))  # through PyTorch, as before
+    assert explanation.heat.shape == (SIZE, SIZE) and explanation.heat.max() > 0.5
