@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,6 +133,30 @@ def test_api_returns_top_k_as_json(client, trained_bundle, predictor):
         probabilities = [row["probability"] for row in result]
         assert probabilities == sorted(probabilities, reverse=True)
         assert abs(sum(probabilities) - 1) < 1e-3 and probabilities[0] > 0.5
+
+
+# The README's lines for the plain HTTP route ($url and $photo set before them).
+CURL_LINES = r"""
+path=$(curl -sf -F files=@$photo $url/gradio_api/upload | python3 -c 'import json,sys; print(json.load(sys.stdin)[0])')
+id=$(curl -sf -H 'Content-Type: application/json' \
+  -d "{\"data\": [{\"path\": \"$path\", \"meta\": {\"_type\": \"gradio.FileData\"}}]}" \
+  $url/gradio_api/call/predict | python3 -c 'import json,sys; print(json.load(sys.stdin)["event_id"])')
+curl -sf $url/gradio_api/call/predict/$id
+"""
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_plain_http_route_as_the_readme_shows_it(server, trained_bundle, predictor):
+    """Upload, call /predict, read its event stream: the fastest route, no client library (bench/demo_latency.py)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert CURL_LINES.strip() in readme
+    image = example(trained_bundle, "green_salad")
+    done = subprocess.run(["bash", "-c", f"set -e\nurl={server.rstrip('/')}\nphoto={image}\n{CURL_LINES}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "event: complete" in done.stdout
+    rows = json.loads(done.stdout.split("data: ", 1)[1].splitlines()[0])[0]
+    assert [(row["label"], pytest.approx(row["probability"], abs=1e-5)) for row in rows] == predictor.predict(image)
 
 
 def test_api_says_whether_a_photo_is_on_the_menu(client, trained_bundle, predictor, tmp_path):
