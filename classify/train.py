@@ -346,7 +346,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
                                            patience, progress, log)
 
     if best_state is not None:
-        model.load_state_dict(best_state)
+        _load_changing(model, best_state)
     model.eval()
     temperature, metrics = score_valid(parts, inputs, accelerator, layout.classes)
     menu_threshold, bank = menu_statistics(model, inputs, strategy, accelerator, config.keep)
@@ -396,7 +396,7 @@ def run_epochs(parts: Parts, inputs: Inputs, optimizer, scheduler, config: RunCo
         history.append(row)
         if valid_accuracy > best["accuracy"]:
             best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
-            best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(parts.model).state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in _changing_state(accelerator.unwrap_model(parts.model)).items()}
         if accelerator.is_main_process:
             _save_checkpoint(out, parts.model, optimizer, scheduler, epoch + 1, history, best, best_state)
         log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
@@ -633,10 +633,29 @@ def _versions() -> dict:
 
 # -- checkpoint for --resume (safetensors + JSON: no pickle) ------------------------------------------------------
 
+def _frozen(model) -> set[str]:
+    return {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+
+
+def _changing_state(model) -> dict:
+    """What training changes: every buffer and each parameter that takes a gradient. A frozen backbone's weights are
+    left out of the checkpoints and the best epoch's copy (rebuilt as pretrained on resume): with the CPU default's
+    three backbones that was 120 MB written every epoch, 4.7 s of an 18 s retrain."""
+    frozen = _frozen(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _load_changing(model, state: dict) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - _frozen(model):
+        raise ClassifyError("the checkpoint does not match this model (another architecture or freeze?): "
+                            f"{', '.join([*unexpected, *sorted(set(missing) - _frozen(model))][:3])}")
+
+
 def _save_checkpoint(out, model, optimizer, scheduler, epoch, history, best, best_state):
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in _changing_state(model).items()}
     if best_state is not None:
         tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
     optimizer_state = optimizer.state_dict()
@@ -656,7 +675,7 @@ def _load_checkpoint(out, model, optimizer, scheduler):
 
     meta = json.loads((out / "checkpoint.json").read_text())
     tensors = load_file(str(out / "checkpoint.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _load_changing(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     state = {}
     for key, value in tensors.items():

@@ -84,6 +84,10 @@ def test_resume_continues_after_interruption(tiny_data, tmp_path):
     with pytest.raises(Stop):
         train(config, log=stop_after_two)
     assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 2
+    # The frozen backbone's weights stay out of the checkpoint (rebuilt as pretrained); the head and buffers are in
+    saved = load_file(str(out / "checkpoint.safetensors"))
+    assert any(k.startswith("model.head.") for k in saved) and any(k.startswith("best.head.") for k in saved)
+    assert not any(k.startswith(("model.backbone.", "best.backbone.")) and k.endswith(".weight") for k in saved)
     resumed = train(RunConfig(**{**config.__dict__, "resume": True}))
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
     assert not (out / "checkpoint.json").exists()
