@@ -36,7 +36,7 @@ class _FeaturesAndLogits(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, taps: tuple[str, ...] = ()):
         super().__init__()
-        self.model, self.taps, self.seen = model, taps, []
+        self.model, self.seen = model, []
         modules = dict(model.named_modules())
         for name in taps:
             modules[name].register_forward_hook(lambda module, args, output: self.seen.append(output))
