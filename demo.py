@@ -339,8 +339,9 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
         image = open_upload(payload)
         width, height = image.size  # before predicting: JPEG draft mode shrinks the image in place
         start = time.perf_counter()
-        prediction = top_k(batcher, image)
+        # With the heat map, its pass gives the prediction too: one forward pass a photo, not two.
         explanation = explain(explainer, image) if show_heat_map and explainer else None
+        prediction = explanation.prediction if explanation else top_k(batcher, image)
         latency_ms = 1000 * (time.perf_counter() - start)
         return {label: gr.update(value={display_name(name): p for name, p in prediction.top},
                                  visible=prediction.on_menu),

@@ -17,7 +17,7 @@ from torch import nn
 from classify import ClassifyError
 from classify import data as D
 from classify import models
-from classify.predict import TOP_K
+from classify.predict import TOP_K, Prediction
 
 log = logging.getLogger("classify")
 # `predict --explain` lists here each PNG it wrote ("sha256  name" per line): what it may overwrite later.
@@ -27,9 +27,14 @@ WRITTEN = ".platekit-explain"
 @dataclass(frozen=True)
 class Explanation:
     """One image's prediction and the heat map behind its top class, both on the crop the model saw."""
-    predictions: list  # [(class, probability), ...], most likely first
+    prediction: Prediction  # calibrated top-k and the on-menu verdict, from the same forward pass as the map
     crop: np.ndarray  # S x S x 3 uint8: the preprocessed input (shorter side resized, centre crop)
     heat: np.ndarray  # S x S float32 in [0, 1]: Grad-CAM of the top class
+
+    @property
+    def predictions(self) -> list:
+        """[(class, probability), ...], most likely first."""
+        return self.prediction.top
 
     def overlay(self, image_weight: float = 0.5) -> Image.Image:
         """The heat map (jet colours) blended over the crop."""
@@ -98,6 +103,8 @@ class Explainer:
             layer.register_forward_hook(lambda module, _, output: output.detach().requires_grad_(True), prepend=True)
         # Backbones side by side: one map per branch, which pytorch_grad_cam scales to the input and averages.
         self.cam = GradCAM(model=self.model, target_layers=layers)
+        self.pooled = None  # the head's input in the last PyTorch pass: the pooled features the menu score needs
+        self.model.head.register_forward_pre_hook(lambda module, inputs: setattr(self, "pooled", inputs[0].detach()))
         self.lock = threading.Lock()
         self.fast = self._fast_forward(layers)
 
@@ -125,14 +132,14 @@ class Explainer:
         x = D.normalize(pixels, p.mean, p.std)
         with torch.enable_grad():
             reference = self.cam(input_tensor=x, targets=None)[0]
-        heat, _ = self._fast_heat(forward, x)
+        heat, _, _ = self._fast_heat(forward, x)
         if not np.allclose(heat, reference, atol=1e-3):
             log.info("heat maps through PyTorch: ONNX Runtime's differ by %.4f", float(np.abs(heat - reference).max()))
             return None
         return forward
 
-    def _fast_heat(self, forward, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(Grad-CAM of the top class, logits) for one normalized input, from `_fast_forward`'s outputs."""
+    def _fast_heat(self, forward, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Grad-CAM of the top class, pooled features, logits) for one normalized input, from `_fast_forward`'s outputs."""
         from pytorch_grad_cam.utils.image import scale_cam_image
 
         pooled, logits, *maps = forward(x)
@@ -146,24 +153,24 @@ class Explainer:
             start += channels
             cam = self.cam.get_cam_image(x, layer, None, activations.numpy(), grads.numpy(), False)
             per_layer.append(scale_cam_image(np.maximum(cam, 0), self.cam.get_target_width_height(x))[:, None, :])
-        return self.cam.aggregate_multi_layers(per_layer)[0], logits.numpy()
+        return self.cam.aggregate_multi_layers(per_layer)[0], pooled.detach().numpy(), logits.numpy()
 
     def explain(self, image, k: int = TOP_K) -> Explanation:
-        """Top-k predictions and the top class's heat map for one image (path, file object or PIL image), from one
-        forward pass on the same preprocessed input `Predictor.predict` uses."""
+        """The prediction (top-k, on-menu verdict) and the top class's heat map for one image (path, file object or
+        PIL image), from one forward pass on the same preprocessed input `Predictor.prediction` uses: a caller that
+        wants both needs no second pass."""
         p = self.predictor
         crop = D.center_crop(p.preprocess(image), p.image_size)
         x = D.normalize(crop.unsqueeze(0).to(p.device), p.mean, p.std)
         with self.lock, torch.enable_grad():
             if self.fast is not None:
-                heat, logits = self._fast_heat(self.fast, x)
+                heat, pooled, logits = self._fast_heat(self.fast, x)
             else:
                 heat = self.cam(input_tensor=x, targets=None)[0]  # targets None: the top class
+                pooled = self.pooled.float().cpu().numpy()
                 logits = self.cam.outputs.detach().float().cpu().numpy()
-            probabilities = p.probabilities_from_logits(logits)[0]
-        order = np.argsort(-probabilities)[: max(1, min(k, len(p.classes)))]
-        return Explanation([(p.classes[i], float(probabilities[i])) for i in order],
-                           crop.permute(1, 2, 0).numpy().copy(), np.clip(heat, 0, 1).astype(np.float32))
+        prediction = p.predictions_from_outputs(pooled, logits, k=k)[0]
+        return Explanation(prediction, crop.permute(1, 2, 0).numpy().copy(), np.clip(heat, 0, 1).astype(np.float32))
 
 
 # --- the overlay files ------------------------------------------------------------------------------------------

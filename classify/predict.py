@@ -120,9 +120,13 @@ class Predictor:
     def predictions_from_cache(self, batch: torch.Tensor, k: int = 5) -> list[Prediction]:
         """One Prediction per decoded uint8 image (N x 3 x cache_size x cache_size, as `preprocess` makes them)."""
         features, logits = self.features_and_logits(batch)
+        return self.predictions_from_outputs(features, logits, k=k)
+
+    def predictions_from_outputs(self, features: np.ndarray, logits: np.ndarray, k: int = TOP_K) -> list[Prediction]:
+        """One Prediction per row of the model's outputs: pooled features (N x D) and logits (N x C)."""
         probabilities = self.probabilities_from_logits(logits)
         scores = self.menu_scores(features)
-        on_menu = self.on_menu(scores, len(batch))
+        on_menu = self.on_menu(scores, len(probabilities))
         k = max(1, min(k, len(self.classes)))
         return [Prediction([(self.classes[i], float(row[i])) for i in np.argsort(-row)[:k]], bool(on_menu[n]),
                            None if scores is None else float(scores[n]))

@@ -83,6 +83,31 @@ def test_heat_map_on_each_backbone_family(family, tmp_path):
         assert np.abs(eager.explain(image).heat - explanation.heat).max() < 1e-3
 
 
+def test_the_explanation_carries_the_prediction_with_its_on_menu_verdict(tmp_path):
+    """The demo takes the prediction from the heat map's pass (one forward pass a photo): it must be the one
+    Predictor.prediction gives, on-menu verdict and score included, through ONNX Runtime and through PyTorch."""
+    from classify import menu
+
+    bundle = write_bundle(tmp_path / "lite", "efficientnet_lite0")
+    images = [disc(5), disc(80), Image.new("RGB", (120, 100), (200, 40, 160))]
+    plain = Predictor(bundle)
+    features, _ = plain.features_and_logits(torch.stack([plain.preprocess(image) for image in images[:2]]))
+    menu.save(bundle / "menu.safetensors", torch.as_tensor(features))  # the two discs are the menu
+    config = json.loads((bundle / "config.json").read_text())
+    (bundle / "config.json").write_text(json.dumps(config | {"menu_method": "knn", "menu_threshold": 0.999}))
+    for runtime in ("auto", "torch"):
+        predictor = Predictor(bundle, runtime=runtime)
+        explainer = Explainer(predictor)
+        verdicts = []
+        for image in images:
+            expected, got = predictor.prediction(image), explainer.explain(image).prediction
+            assert [c for c, _ in got.top] == [c for c, _ in expected.top]
+            assert got.menu_score == pytest.approx(expected.menu_score, abs=1e-4)
+            verdicts.append(got.on_menu)
+            assert got.on_menu == expected.on_menu
+        assert verdicts == [True, True, False]
+
+
 def test_a_vision_transformer_is_refused_with_a_reason():
     model, _, _ = models.create("vit_tiny_patch16_224", 3, pretrained=False)
     with pytest.raises(ClassifyError, match="convolutional backbone"):
@@ -172,7 +197,7 @@ def test_heat_maps_fall_back_to_pytorch_when_onnx_runtime_disagrees(tmp_path, mo
     """The ONNX Runtime path is checked against pytorch_grad_cam once, at start: a difference keeps PyTorch's."""
     bundle = write_bundle(tmp_path / "lite", "efficientnet_lite0")
     real = Explainer._fast_heat
-    monkeypatch.setattr(Explainer, "_fast_heat", lambda self, forward, x: (1 - real(self, forward, x)[0], None))
+    monkeypatch.setattr(Explainer, "_fast_heat", lambda self, forward, x: (1 - real(self, forward, x)[0], None, None))
     explainer = Explainer(Predictor(bundle))
     assert explainer.fast is None
     monkeypatch.undo()
