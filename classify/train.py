@@ -139,6 +139,10 @@ def default_backbone_lr_scale(strategy: str) -> float:
     return FULL_BACKBONE_LR_SCALE if strategy == "none" else 0.1
 
 
+# A checkpoint is written after an epoch when this long has passed since the last one (and always after the first):
+# a head-only epoch takes under a second, and writing its checkpoint each time was 0.2 s of it (5 of a 36-s warm
+# retrain); an interrupted run loses at most this much training.
+CHECKPOINT_SECONDS = 30.0
 PATIENCE = 5  # epochs without a better valid accuracy before stopping (and, halved, before a plateau schedule's cut)
 
 
@@ -288,7 +292,9 @@ def build_optimizer(model: nn.Module, trainable: nn.Module, config: RunConfig,
     groups = [{"params": head_params, "lr": config.lr}]
     if body_params:
         groups.append({"params": body_params, "lr": config.lr * backbone_lr_scale})
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    # foreach: the multi-tensor update, the same numbers as the default per-tensor loop (checked bit for bit) in
+    # 14 ms a step of the CPU default's head instead of 23 (on the CPU, PyTorch picks the loop by default).
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay, foreach=True)
 
 
 # -- the loop --------------------------------------------------------------------------------------------------
@@ -373,11 +379,13 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
 
 def run_epochs(parts: Parts, inputs: Inputs, optimizer, scheduler, config: RunConfig, accelerator, out: Path,
                epochs: int, patience: int, progress: bool, log) -> tuple[list, dict, dict | None]:
-    """Epochs from the last checkpoint (with --resume) up to `epochs` or early stopping, checkpointing each; returns
+    """Epochs from the last checkpoint (with --resume) up to `epochs` or early stopping, checkpointing after the first
+    and then every CHECKPOINT_SECONDS; returns
     the history, the best epoch ({"accuracy", "epoch"}) and its weights (None when no epoch ran)."""
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     out.mkdir(parents=True, exist_ok=True)
     history, best, start_epoch, best_state = [], {"accuracy": -1.0, "epoch": 0}, 0, None
+    saved_at = -math.inf
     if config.resume:
         start_epoch, history, best, best_state = _load_checkpoint(out, parts.model, optimizer, scheduler)
         log(f"resuming after epoch {start_epoch}")
@@ -397,8 +405,9 @@ def run_epochs(parts: Parts, inputs: Inputs, optimizer, scheduler, config: RunCo
         if valid_accuracy > best["accuracy"]:
             best = {"accuracy": valid_accuracy, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in _changing_state(accelerator.unwrap_model(parts.model)).items()}
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and time.time() - saved_at >= CHECKPOINT_SECONDS:
             _save_checkpoint(out, parts.model, optimizer, scheduler, epoch + 1, history, best, best_state)
+            saved_at = time.time()
         log(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.3f} train acc {row['train_accuracy']:.3f} "
             f"valid acc {valid_accuracy:.3f} ({row['images_per_second']:.0f} img/s)")
         if epoch + 1 - best["epoch"] >= patience:

@@ -67,22 +67,35 @@ def test_mlp_head_and_plateau_schedule(tiny_data, tmp_path):
     assert len(result.history) == 2
 
 
-def test_resume_continues_after_interruption(tiny_data, tmp_path):
+class Stop(Exception):
+    """Raised from train's log callback: a real interruption after an epoch."""
+
+
+def interrupted(config: RunConfig, after_epoch: int) -> None:
+    """Train `config` and stop it once epoch `after_epoch` has been logged (what its checkpoint holds stays)."""
+    def stop(message):
+        if message.startswith(f"epoch {after_epoch}/"):
+            raise Stop
+    with pytest.raises(Stop):
+        train(config, log=stop)
+
+
+def test_checkpoints_are_written_after_the_first_epoch_then_every_interval(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    # three quick epochs: well inside CHECKPOINT_SECONDS of the first one's checkpoint
+    interrupted(RunConfig(data=str(tiny_data), out=str(out), **{**FAST, "epochs": 4, "views": 2}), after_epoch=3)
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 1
+
+
+def test_resume_continues_after_interruption(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr("classify.train.CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch
     with pytest.raises(ClassifyError, match="nothing to resume"):
         train(RunConfig(data=str(tiny_data), out=str(tmp_path / "empty"), resume=True, **FAST))
 
     # A real interruption: stop the run from its log callback after epoch 2 of 4, then resume it.
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(message):
-        if message.startswith("epoch 2/4"):
-            raise Stop
-
     out = tmp_path / "r"
     config = RunConfig(data=str(tiny_data), out=str(out), **{**FAST, "epochs": 4, "views": 2})
-    with pytest.raises(Stop):
-        train(config, log=stop_after_two)
+    interrupted(config, after_epoch=2)
     assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 2
     # The frozen backbone's weights stay out of the checkpoint (rebuilt as pretrained); the head and buffers are in
     saved = load_file(str(out / "checkpoint.safetensors"))
