@@ -66,8 +66,9 @@ def _check_out(run_dir: Path, out: Path) -> None:
                                 f"delete it")
 
 
-def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None):
-    """Write the model (input: normalized N x 3 x S x S float; output: logits) and a JSON sidecar with classes,
+def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None, features: bool = False):
+    """Write the model (input: normalized N x 3 x S x S float; output: logits, and with `features` (ONNX only) the
+    pooled backbone features the on-menu score is computed from) and a JSON sidecar with classes,
     image size, mean and std; then compare its softmax with PyTorch's on real images. Both files are written under
     temporary names and renamed into place only once they agree: a failure or Ctrl-C leaves no part of them.
     `space` and `web` write a folder instead (classify.share): an ExportReport for files, a ShareReport for those."""
@@ -78,6 +79,8 @@ def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None):
             share.export_web(run_dir, out, ort_dir=ort_dir, check_data=check_data)
     if fmt not in writers:
         raise ClassifyError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
+    if features and fmt != "onnx":
+        raise ClassifyError("the features output is written by the ONNX export only")
     out = Path(out)
     _check_out(run_dir, out)
     predictor = classify.load(run_dir, runtime="torch")  # it exports the PyTorch model itself
@@ -89,13 +92,15 @@ def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
-        difference = float(np.abs(writers[fmt](model, example, tmp, x) - expected).max())
+        written = writers[fmt](model, example, tmp, x, features) if features else writers[fmt](model, example, tmp, x)
+        difference = float(np.abs(written - expected).max())
         if difference >= TOLERANCE:
             raise ClassifyError(f"exported model disagrees with PyTorch (max |softmax difference| {difference:.2e}); "
                                 f"nothing written")
         sidecar = {"classes": predictor.classes, "image_size": predictor.image_size, "resize_to": predictor.cache_size,
                    "mean": list(predictor.mean), "std": list(predictor.std),
                    "input": "float32 N x 3 x S x S, normalized", "output": "logits",
+                   **({"features": "float32 N x D: the pooled backbone features (the head's input)"} if features else {}),
                    "temperature": predictor.temperature,
                    "probabilities": "softmax(logits / temperature): calibrated on the valid split",
                    "max_abs_softmax_difference": difference}
@@ -108,14 +113,18 @@ def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None):
     return ExportReport(out, fmt, len(x), difference)
 
 
-def _export_onnx(model, example, path: Path, x) -> np.ndarray:
+def _export_onnx(model, example, path: Path, x, features: bool = False) -> np.ndarray:
     try:
         import onnxruntime
     except ImportError:
         raise ClassifyError("ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+    from classify.runtime import FeaturesAndLogits
+
+    module, names = (FeaturesAndLogits(model), ["features", "logits"]) if features else (model, ["logits"])
     # The TorchScript-based exporter needs no onnxscript and handles timm's "same" padding.
-    torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["logits"],
-                      dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(module, (example,), str(path), input_names=["pixels"], output_names=names,
+                      dynamic_axes={name: {0: "batch"} for name in ["pixels", *names]}, opset_version=17,
+                      dynamo=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"pixels": x.numpy()})[0]
     return torch.from_numpy(logits).softmax(-1).numpy()

@@ -31,7 +31,7 @@ log = logging.getLogger("classify")
 KEEP_MODELS = 8  # exports kept in the cache, the most recently used (a bundle makes one; two once heat maps are drawn)
 
 
-class _FeaturesAndLogits(torch.nn.Module):
+class FeaturesAndLogits(torch.nn.Module):
     """(features, logits), then the outputs of the `taps` (module names), in that order: feature maps for heat maps."""
 
     def __init__(self, model: torch.nn.Module, taps: tuple[str, ...] = ()):
@@ -78,7 +78,7 @@ def _export(model: torch.nn.Module, image_size: int, taps: tuple[str, ...] = ())
         model = copy.deepcopy(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes mean nothing to a user here
-        torch.onnx.export(_FeaturesAndLogits(model, taps).eval(), (example,), buffer, input_names=["pixels"],
+        torch.onnx.export(FeaturesAndLogits(model, taps).eval(), (example,), buffer, input_names=["pixels"],
                           output_names=names, opset_version=17, dynamo=False,
                           dynamic_axes={name: {0: "batch"} for name in ["pixels", *names]})
     return buffer.getvalue()

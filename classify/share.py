@@ -50,7 +50,8 @@ def read_settings(run_dir: Path) -> dict:
     return {"classes": list(config.classes), "image_size": config.image_size, "resize_to": config.cache_size,
             "mean": list(config.mean), "std": list(config.std), "temperature": config.temperature,
             "architecture": config.architecture,
-            "menu": {"method": config.menu_method, "threshold": config.menu_threshold} if config.menu_method else None}
+            "menu": {"method": config.menu_method, "threshold": config.menu_threshold, "k": config.menu_k}
+            if config.menu_method else None}
 
 
 # -- the output folder: refuse what is not ours, write beside it, swap into place ----------------------------------
@@ -265,14 +266,20 @@ def _first_line(error: Exception) -> str:
 
 def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data) -> float:
     """index.html + JS, the model as ONNX (export's agreement check included) and model.json (classes,
-    preprocessing, temperature); onnxruntime-web from the pinned CDN, or its files copied from `ort_dir`.
-    Returns the ONNX agreement figure."""
+    preprocessing, temperature, the on-menu rule); onnxruntime-web from the pinned CDN, or its files copied from
+    `ort_dir`. With on-menu statistics the ONNX model gives the pooled features too, and the bundle's
+    menu.safetensors goes beside it: the page scores each photo against it as classify.menu does. Returns the ONNX
+    agreement figure."""
     from classify.export import export
 
     settings = read_settings(run_dir)
-    report = export(run_dir, "onnx", folder / "model.onnx", check_data=check_data)
+    if not (run_dir / bundle_format.MENU_FILE).is_file():
+        settings["menu"] = None  # as Predictor: a rule without its statistics counts every photo as on the menu
+    report = export(run_dir, "onnx", folder / "model.onnx", check_data=check_data, features=bool(settings["menu"]))
     (folder / "model.onnx.json").unlink()  # model.json carries all of it, and the page's own settings
-    settings["menu_skipped"] = settings.pop("menu") is not None  # the rule needs pooled features the ONNX lacks
+    if settings["menu"]:
+        shutil.copyfile(run_dir / bundle_format.MENU_FILE, folder / bundle_format.MENU_FILE)
+        settings["menu"]["file"] = bundle_format.MENU_FILE
     settings["ort"] = ({"script": f"ort/{ORT_SCRIPT}", "wasm": "ort/", "integrity": None} if ort_dir else
                        {"script": ORT_CDN + ORT_SCRIPT, "wasm": ORT_CDN, "integrity": ORT_INTEGRITY})
     (folder / "model.json").write_text(json.dumps(settings, indent=1))

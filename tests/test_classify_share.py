@@ -20,7 +20,7 @@ import pytest
 
 from badinput import run, tree_digest
 from classify import share
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, make_nonfood
 from test_demo import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_server
 
 PHOTOS = 20  # food-dev valid photos the browser must agree with classify predict on
@@ -104,8 +104,10 @@ def browser():
         browser.close()
 
 
-def browser_predictions(browser, url: str, photos: list[Path]) -> list[list[dict]]:
-    """Each photo picked in the page's file input, as a user would: the top 5 the page shows, and #top1's text."""
+def browser_predictions(browser, url: str, photos: list[Path]) -> list[dict]:
+    """Each photo picked in the page's file input, as a user would: {"predictions": the top 5 the page shows,
+    "on_menu", "menu_score", "verdict": the line above the top 5}, as `classify predict --json` (plus the verdict);
+    #top1's text is checked against the top class."""
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -120,22 +122,36 @@ def browser_predictions(browser, url: str, photos: list[Path]) -> list[list[dict
         assert page.evaluate("document.body.dataset.state") == "done", page.inner_text("#status")
         top = json.loads(page.evaluate("document.body.dataset.result"))
         assert page.inner_text("#top1") == top[0]["label"]
-        results.append(top)
+        score = page.evaluate("document.body.dataset.menuScore")
+        results.append({"predictions": top, "on_menu": page.evaluate("document.body.dataset.onMenu") == "true",
+                        "menu_score": float(score) if score else None, "verdict": page.inner_text("#verdict")})
     assert not errors, errors
     page.close()
     return results
 
 
-def predict_cli(bundle: Path, photos: list[Path]) -> list[list[dict]]:
+def predict_cli(bundle: Path, photos: list[Path]) -> list[dict]:
     done = run("classify", "predict", "--model", bundle, "--json", *photos)
     assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line)["predictions"] for line in done.stdout.splitlines()]
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def agreement(browser_top, python_top) -> float:
-    """Same top-1 on every photo; returns the largest top-1 probability difference."""
-    assert [b[0]["label"] for b in browser_top] == [p[0]["label"] for p in python_top]
-    return max(abs(b[0]["probability"] - p[0]["probability"]) for b, p in zip(browser_top, python_top))
+MENU_TOLERANCE = 1e-3  # on-menu scores, page vs Python: the same float16 bank, sums in another order
+
+
+def agreement(browser, python, tolerance: float = MENU_TOLERANCE) -> float:
+    """Same top-1 and on-menu verdict on every photo, on-menu scores within `tolerance`; returns the largest top-1
+    probability difference."""
+    assert [b["predictions"][0]["label"] for b in browser] == [p["predictions"][0]["label"] for p in python]
+    for b, p in zip(browser, python):
+        assert (b["menu_score"] is None) == (p["menu_score"] is None)
+        if p["menu_score"] is not None:
+            assert abs(b["menu_score"] - p["menu_score"]) <= tolerance, (b, p)
+        assert b["on_menu"] == p["on_menu"], (b, p)
+        if not b["on_menu"]:
+            assert b["verdict"].startswith("This doesn't look like any of my")
+    return max(abs(b["predictions"][0]["probability"] - p["predictions"][0]["probability"])
+               for b, p in zip(browser, python))
 
 
 def export_web(bundle, out, *options):
@@ -157,7 +173,27 @@ def test_web_export_default_loads_pinned_cdn_with_integrity(trained_bundle, tmp_
     assert settings["temperature"] == config.get("temperature", 1.0) and settings["ort"]["wasm"] == share.ORT_CDN
     assert not (tmp_path / "web" / "ort").exists()
     assert sorted(p.name for p in (tmp_path / "web").iterdir()) == sorted(
-        [share.MARKER, "model.onnx", "model.json", *share.WEB_ASSETS])
+        [share.MARKER, "model.onnx", "model.json", "menu.safetensors", *share.WEB_ASSETS])
+    # the on-menu rule travels: the bundle's statistics as they are, its threshold, and the features to score
+    assert (tmp_path / "web" / "menu.safetensors").read_bytes() == (trained_bundle / "menu.safetensors").read_bytes()
+    assert settings["menu"] == {"method": config["menu_method"], "threshold": config["menu_threshold"],
+                                "k": config.get("menu_k", 1), "file": "menu.safetensors"}
+    import onnx
+    outputs = [o.name for o in onnx.load(str(tmp_path / "web" / "model.onnx"), load_external_data=False).graph.output]
+    assert outputs == ["features", "logits"]
+
+
+def test_web_export_of_a_bundle_without_on_menu_statistics(trained_bundle, tmp_path):
+    """A bundle made before the on-menu rule: the page counts every photo as on the menu, as Predictor does."""
+    old = tmp_path / "old"
+    shutil.copytree(trained_bundle, old)
+    (old / "menu.safetensors").unlink()
+    export_web(old, tmp_path / "web")
+    assert json.loads((tmp_path / "web" / "model.json").read_text())["menu"] is None
+    assert not (tmp_path / "web" / "menu.safetensors").exists()
+    import onnx
+    graph = onnx.load(str(tmp_path / "web" / "model.onnx"), load_external_data=False).graph
+    assert [o.name for o in graph.output] == ["logits"]
 
 
 @pytest.mark.slow
@@ -171,8 +207,8 @@ def test_web_app_in_chromium_agrees_with_predict_on_tiny_bundle(trained_bundle, 
     photos = sorted((tiny_data_session / "valid").rglob("*.jpg"))
     assert agreement(browser_predictions(browser, url, photos), predict_cli(trained_bundle, photos)) <= 1e-4
     examples = sorted((trained_bundle / "examples").rglob("*.jpg"))
-    assert agreement(browser_predictions(browser, url, examples), predict_cli(trained_bundle, examples)) \
-        <= DRAFT_TOLERANCE
+    assert agreement(browser_predictions(browser, url, examples), predict_cli(trained_bundle, examples),
+                     tolerance=DRAFT_TOLERANCE) <= DRAFT_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -197,11 +233,19 @@ def test_web_app_in_chromium_agrees_with_predict_on_food_dev(food_bundle, tmp_pa
 
     valid = sorted((FOOD_DEV / "valid").rglob("*.jpg"))
     photos = valid[:: max(1, len(valid) // PHOTOS)][:PHOTOS]
+    # and photos of other things, where the on-menu rule speaks (real ones where the shared data has them)
+    nonfood = sorted((FOOD_DEV.parent / "nonfood-dev").rglob("*.jpg"))[::97][:5] or \
+        [make_nonfood(tmp_path / f"paper{i}.png", seed=i) for i in range(3)]
     export_web(food_bundle, tmp_path / "web", "--ort-dir", ort_dist)
-    got = browser_predictions(browser, serve(tmp_path / "web"), photos)
-    difference = agreement(got, predict_cli(food_bundle, photos))
-    print(f"max top-1 probability difference browser vs predict over {len(photos)} food-dev photos: {difference:.5f}")
+    got = browser_predictions(browser, serve(tmp_path / "web"), photos + nonfood)
+    expected = predict_cli(food_bundle, photos + nonfood)
+    difference = agreement(got, expected)
+    menu_difference = max(abs(b["menu_score"] - p["menu_score"]) for b, p in zip(got, expected))
+    print(f"max top-1 probability difference browser vs predict over {len(photos)} food-dev photos: {difference:.5f}; "
+          f"on-menu scores over those and {len(nonfood)} others: {menu_difference:.6f}, "
+          f"{sum(not p['on_menu'] for p in expected[PHOTOS:])} of the others off the menu")
     assert difference <= PROBABILITY_TOLERANCE
+    assert not all(p["on_menu"] for p in expected[PHOTOS:]) and not all(b["on_menu"] for b in got[PHOTOS:])
 
 
 def test_web_export_replaces_its_own_earlier_export(trained_bundle, tmp_path, ort_dist):

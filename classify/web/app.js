@@ -2,8 +2,9 @@
 "use strict";
 (() => {
   const TOP_K = 5;
+  const CLOSE = 0.15; // top two probabilities closer than this: ask "A or B?" (as demo.py)
   const status = document.getElementById("status");
-  let settings = null, session = null, classified = 0;
+  let settings = null, session = null, bank = null, classified = 0;
 
   function show(text, state) {
     status.textContent = text;
@@ -24,7 +25,52 @@
     return { data, width: canvas.width, height: canvas.height };
   }
 
-  // One photo → [{label, probability}], most likely first (all classes).
+  // float16 bits → float32, for the bank (safetensors F16, little-endian): one table, built once.
+  function halfTable() {
+    const table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) {
+      const sign = h & 0x8000 ? -1 : 1, exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
+      table[h] = sign * (exponent === 0 ? fraction * 2 ** -24 :
+        exponent === 31 ? (fraction ? NaN : Infinity) : (1 + fraction / 1024) * 2 ** (exponent - 15));
+    }
+    return table;
+  }
+
+  // The bundle's menu.safetensors (classify/menu.py: "bank", N x D unit vectors, float16) → {rows, dims, data}.
+  // Read by hand: the format is an 8-byte header length, a JSON header, then the raw tensor.
+  async function loadBank(file) {
+    const buffer = await (await fetch(file)).arrayBuffer();
+    const headerLength = Number(new DataView(buffer).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, headerLength)));
+    const { dtype, shape, data_offsets: [start, end] } = header.bank;
+    if (dtype !== "F16" || shape.length !== 2) throw new Error(`unexpected on-menu statistics (${dtype} ${shape})`);
+    const half = new Uint16Array(buffer.slice(8 + headerLength + start, 8 + headerLength + end));
+    const table = halfTable(), data = new Float32Array(half.length);
+    for (let i = 0; i < half.length; i++) data[i] = table[half[i]];
+    return { rows: shape[0], dims: shape[1], data };
+  }
+
+  // classify.menu.scores for one photo: the cosine similarity of its pooled features to their k-th nearest row.
+  function menuScore(features) {
+    let norm = 0;
+    for (let j = 0; j < features.length; j++) norm += features[j] * features[j];
+    norm = Math.sqrt(norm) || 1;
+    const k = Math.max(1, Math.min(settings.menu.k || 1, bank.rows));
+    const best = new Array(k).fill(-Infinity); // descending
+    for (let i = 0; i < bank.rows; i++) {
+      let dot = 0;
+      for (let j = 0, offset = i * bank.dims; j < bank.dims; j++) dot += bank.data[offset + j] * features[j];
+      dot /= norm;
+      if (dot > best[k - 1]) {
+        best[k - 1] = dot;
+        best.sort((a, b) => b - a);
+      }
+    }
+    return best[k - 1];
+  }
+
+  // One photo → {ranked: [{label, probability}] (all classes, most likely first), on_menu, menu_score} as
+  // `classify predict --json` gives them (menu_score null where the bundle has no on-menu rule).
   async function classify(blob) {
     const bytes = new Uint8Array(await blob.arrayBuffer());
     const image = await decode(blob);
@@ -32,19 +78,33 @@
       platekitPreprocess.isJpeg(bytes) ? bytes : null, settings);
     const side = settings.image_size;
     const feeds = { pixels: new ort.Tensor("float32", input, [1, 3, side, side]) };
-    const logits = (await session.run(feeds)).logits.data;
-    const probabilities = platekitPreprocess.softmax(logits, settings.temperature);
-    return settings.classes.map((label, i) => ({ label, probability: probabilities[i] }))
+    const outputs = await session.run(feeds);
+    const probabilities = platekitPreprocess.softmax(outputs.logits.data, settings.temperature);
+    const ranked = settings.classes.map((label, i) => ({ label, probability: probabilities[i] }))
       .sort((a, b) => b.probability - a.probability);
+    const score = bank ? menuScore(outputs.features.data) : null;
+    return { ranked, on_menu: score === null || score >= settings.menu.threshold, menu_score: score };
   }
 
-  function render(ranked) {
-    const top = ranked.slice(0, TOP_K);
+  const words = (name) => name.replaceAll("_", " ");
+
+  function verdict({ ranked, on_menu }) {
+    if (!on_menu) return `This doesn't look like any of my ${settings.classes.length} dishes. Closest guesses:`;
+    const [first, second] = ranked;
+    return second && first.probability - second.probability < CLOSE ? `${words(first.label)} or ` +
+      `${words(second.label)}?` : "";
+  }
+
+  function render(result) {
+    const top = result.ranked.slice(0, TOP_K);
+    document.getElementById("verdict").textContent = verdict(result);
     document.getElementById("top1").textContent = top[0].label;
+    document.body.dataset.onMenu = String(result.on_menu);
+    document.body.dataset.menuScore = result.menu_score === null ? "" : String(result.menu_score);
     const list = document.getElementById("top5");
     list.replaceChildren(...top.map(({ label, probability }) => {
       const item = document.createElement("li");
-      item.textContent = `${label.replaceAll("_", " ")} ${(100 * probability).toFixed(1)} %`;
+      item.textContent = `${words(label)} ${(100 * probability).toFixed(1)} %`;
       const bar = document.createElement("span");
       bar.className = "bar";
       bar.style.width = `${Math.round(probability * 10)}rem`;
@@ -65,6 +125,7 @@
       show(`Classified in ${Math.round(performance.now() - started)} ms on this device.`, "done");
     } catch (error) {
       document.getElementById("top1").textContent = "";
+      document.getElementById("verdict").textContent = "";
       document.getElementById("top5").replaceChildren();
       show(`This file could not be read as a photo (${error.message || error}).`, "error");
     }
@@ -77,16 +138,16 @@
       ort.env.wasm.wasmPaths = new URL(settings.ort.wasm, location.href).href; // import() wants a full URL
       ort.env.wasm.numThreads = 1; // threads need a cross-origin isolated page, which plain static hosting is not
       session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+      if (settings.menu) bank = await loadBank(settings.menu.file);
     } catch (error) {
       show(`The model could not be loaded (${error.message || error}).`, "error");
       return;
     }
     document.getElementById("classes").textContent =
-      `${settings.classes.length} dishes: ${settings.classes.map((c) => c.replaceAll("_", " ")).join(", ")}.` +
-      (settings.menu_skipped ? " The model's check for photos of other things (on the menu or not) needs its " +
-        "backbone features, which this page does not have: every photo gets its closest dish." : "");
+      `${settings.classes.length} dishes: ${settings.classes.map(words).join(", ")}.` +
+      (bank ? " A photo of something else is said to be none of them." : "");
     document.getElementById("file").addEventListener("change", onPick);
-    window.platekitClassify = classify; // for scripts and tests: a Blob in, the ranked classes out
+    window.platekitClassify = classify; // for scripts and tests: a Blob in, {ranked, on_menu, menu_score} out
     show("Ready: pick a photo.", "ready");
   }
 
