@@ -73,10 +73,11 @@ def score(predictor, arrays: dict) -> dict:
     (extra_x, extra_y), (nonfood_x, _) = arrays["extra"], arrays["nonfood"]
     with torch.inference_mode():
         logits = predictor.model.head(torch.from_numpy(extra_x).float()).numpy()
+        nonfood_logits = predictor.model.head(torch.from_numpy(nonfood_x).float()).numpy()
     metrics = metrics_from_probabilities(predictor.probabilities_from_logits(logits), extra_y, predictor.classes)
     metrics.update(calibration_metrics(logits, extra_y, predictor.temperature))
-    kept = predictor.on_menu(predictor.menu_scores(extra_x), len(extra_x)).mean()
-    rejected = 1 - predictor.on_menu(predictor.menu_scores(nonfood_x), len(nonfood_x)).mean()
+    kept = predictor.on_menu(predictor.menu_scores(extra_x, logits), len(extra_x)).mean()
+    rejected = 1 - predictor.on_menu(predictor.menu_scores(nonfood_x, nonfood_logits), len(nonfood_x)).mean()
     return {**metrics, "on_menu_kept": float(kept), "rejected": float(rejected)}
 
 

@@ -93,6 +93,69 @@ def mahalanobis_scores(fit, x: np.ndarray, relative: bool) -> np.ndarray:
     return -distances.min(axis=1)
 
 
+def hidden_of(predictor, x: np.ndarray) -> np.ndarray:
+    """The mlp head's hidden layer (after its ReLU): the trained features the last linear layer reads."""
+    with torch.inference_mode():
+        return predictor.model.head[:2](torch.from_numpy(x).float()).numpy()
+
+
+def vim_score(predictor, train_x: np.ndarray):
+    """ViM (Wang et al. 2022) on the head's hidden layer: energy minus the scaled norm of the part of the hidden
+    features outside their principal subspace (the first half of the dimensions, at most 128), origin at -W^+ b."""
+    last = predictor.model.head[-1]
+    origin = -(torch.linalg.pinv(last.weight.detach()) @ last.bias.detach()).numpy()
+    hidden = hidden_of(predictor, train_x) - origin
+    _, _, vt = np.linalg.svd(hidden, full_matrices=False)
+    null = vt[min(hidden.shape[1] // 2, 128):].T
+    alpha = head_logits(predictor, train_x).max(1).mean() / np.linalg.norm(hidden @ null, axis=1).mean()
+
+    def score(x):
+        residual = np.linalg.norm((hidden_of(predictor, x) - origin) @ null, axis=1)
+        return torch.logsumexp(torch.from_numpy(head_logits(predictor, x)), 1).numpy() - alpha * residual
+    return score
+
+
+def per_class_knn(predictor, train_x, train_y, valid_x):
+    """Cosine similarity to the nearest training photo of the predicted class, standardized by the valid photos
+    predicted as that class (each dish its own spread)."""
+    bank = menu.normalized(train_x)
+
+    def raw(x):
+        similarity = (menu.normalized(x) @ bank.T).numpy()
+        predicted = head_logits(predictor, x).argmax(1)
+        return np.array([similarity[i, train_y == c].max() for i, c in enumerate(predicted)]), predicted
+    valid_raw, valid_predicted = raw(valid_x)
+    stats = {c: (valid_raw[valid_predicted == c].mean(), valid_raw[valid_predicted == c].std() + 1e-6)
+             if (valid_predicted == c).sum() > 2 else (valid_raw.mean(), valid_raw.std() + 1e-6)
+             for c in np.unique(train_y)}
+
+    def score(x):
+        values, predicted = raw(x)
+        return np.array([(v - stats[c][0]) / stats[c][1] for v, c in zip(values, predicted)])
+    return score
+
+
+def hidden_methods(predictor, train_x, train_y, valid_x, knn, max_logit, summed) -> dict:
+    """The scores that need the mlp head's hidden layer, and the combinations tried with them (2026-12-02)."""
+    if predictor.bundle.head != "mlp":
+        return {}
+    hidden_bank = menu.normalized(hidden_of(predictor, train_x))
+    hidden_both = menu.normalized(hidden_of(predictor, np.concatenate([train_x, valid_x])))
+    knn_hidden = (lambda x: menu.scores(hidden_bank, hidden_of(predictor, x), k=1),
+                  lambda x: menu.scores(hidden_both, hidden_of(predictor, x), k=1))
+    vim = vim_score(predictor, train_x)
+    per_class = per_class_knn(predictor, train_x, train_y, valid_x)
+    return {
+        "kNN cosine on the head's hidden layer": knn_hidden,
+        "ViM (hidden layer)": (vim, vim),
+        "kNN to the predicted class, standardized per class": (per_class, per_class),
+        "kNN + kNN on the hidden layer": summed(knn, knn_hidden),
+        "kNN + ViM": summed(knn, (vim, vim)),
+        "kNN + 2 x max-logit (the default since 2026-12-02)": summed(knn, max_logit, weights=(1, 2)),
+        "kNN to the predicted class + max-logit": summed((per_class, per_class), max_logit),
+    }
+
+
 def methods(predictor, train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray) -> dict:
     """name -> (function(features) -> valid photos' scores, function(features) -> new photos' on-menu scores);
     higher is more like the menu. As in classify.train, kNN scores valid against the training photos and new photos
@@ -107,18 +170,19 @@ def methods(predictor, train_x: np.ndarray, train_y: np.ndarray, valid_x: np.nda
     def same(score):
         return score, score
 
-    def summed(*pairs):
-        """Several scores in one: each standardized by its valid photos' mean and spread, then added."""
+    def summed(*pairs, weights=None):
+        """Several scores in one: each standardized by its valid photos' mean and spread, then added (weighted)."""
         stats = [(v(valid_x).mean(), v(valid_x).std() + 1e-12) for v, _ in pairs]
+        weights = weights or (1,) * len(pairs)
 
         def combine(x, which):
-            return sum((pair[which](x) - m) / sd for pair, (m, sd) in zip(pairs, stats))
+            return sum(w * (pair[which](x) - m) / sd for w, pair, (m, sd) in zip(weights, pairs, stats))
         return (lambda x: combine(x, 0)), (lambda x: combine(x, 1))
     knn = (lambda x: menu.scores(bank, x, k=1), lambda x: menu.scores(both, x, k=1))
     max_logit = same(lambda x: logits(x).max(1))
     energy = same(lambda x: torch.logsumexp(torch.from_numpy(logits(x)), 1).numpy())
     return {
-        "kNN cosine, k=1 (default)": (lambda x: menu.scores(bank, x, k=1), lambda x: menu.scores(both, x, k=1)),
+        "kNN cosine, k=1 (the default until 2026-12-02)": knn,
         "kNN cosine, k=1, train only": same(lambda x: menu.scores(bank, x, k=1)),
         "kNN cosine, k=5": (lambda x: menu.scores(bank, x, k=5), lambda x: menu.scores(both, x, k=5)),
         "Mahalanobis (class-conditional)": same(lambda x: mahalanobis_scores(fit, x, relative=False)),
@@ -128,12 +192,17 @@ def methods(predictor, train_x: np.ndarray, train_y: np.ndarray, valid_x: np.nda
         "max-softmax (calibrated)": same(lambda x: C.softmax(logits(x), t).max(1)),
         "kNN k=1 + max-logit (standardized, summed)": summed(knn, max_logit),
         "kNN k=1 + energy (standardized, summed)": summed(knn, energy),
+        **hidden_methods(predictor, train_x, train_y, valid_x, knn, max_logit, summed),
     }
 
 
 def score_protocol(predictor, train_x, train_y, valid_x, in_x, unknown_x) -> dict:
-    """Per method: AUROC (in-menu vs unknown), share of unknown rejected and of in-menu kept at the valid threshold."""
-    rows = {}
+    """Per method: AUROC (in-menu vs unknown), share of unknown rejected and of in-menu kept at the valid threshold;
+    first the bundle's own rule, as Predictor.menu_scores and the bundle's threshold give it."""
+    inside, outside = (predictor.menu_scores(x, head_logits(predictor, x)) for x in (in_x, unknown_x))
+    rows = {f"the bundle's rule ({predictor.bundle.menu_method})": (
+        menu.auroc(inside, outside), float((~predictor.on_menu(outside, len(outside))).mean()),
+        float(predictor.on_menu(inside, len(inside)).mean()))}
     for name, (score_valid, score) in methods(predictor, train_x, train_y, valid_x).items():
         threshold = menu.pick_threshold(score_valid(valid_x), KEEP)
         inside, outside = score(in_x), score(unknown_x)

@@ -9,8 +9,9 @@ from classify import ClassifyError
 from classify.options import read_text
 
 # 1: the untyped dict of the first bundles (no "format_version" key). 2: adds temperature, the on-menu statistics
-# (menu.safetensors) and threshold, and the training splits' folders.
-FORMAT_VERSION = 2
+# (menu.safetensors) and threshold, and the training splits' folders. 3: the on-menu score may mix the kNN
+# similarity with the head's largest logit (menu_method "knn+max-logit", menu_mix): a reader of 2 would misread it.
+FORMAT_VERSION = 3
 REQUIRED = ("config.json", "model.safetensors")
 MENU_FILE = "menu.safetensors"        # on-menu statistics (classify.menu), safetensors: no pickle
 HELD_OUT_FILE = "held_out.json"       # `evaluate --out` on a split the model never saw (the demo's card)
@@ -35,6 +36,7 @@ class Bundle:
     menu_method: str | None = None        # None: no on-menu statistics (an old bundle); every photo counts as on it
     menu_threshold: float | None = None   # a score at or above it is on the menu
     menu_k: int = 1
+    menu_mix: dict | None = None          # "knn+max-logit": classify.menu.fit_mix's standardization
     splits: dict = field(default_factory=dict)  # {"train": absolute folder, "valid": ...}: what evaluate must avoid
     format_version: int = FORMAT_VERSION
     settings: dict = field(default_factory=dict)

@@ -122,8 +122,8 @@ def _score_unknown(predictor, unknown: str | Path, progress: bool) -> tuple[np.n
     cache = D.load_cache([D.Sample(p, 0) for p in paths], predictor.cache_size, progress=progress, desc="unknown")
     if len(cache.images) == 0:
         raise ClassifyError(f"no readable images under --unknown {unknown}")
-    features, _ = predictor.features_and_logits(cache.images, progress=progress)
-    return predictor.menu_scores(features), [f"{path}: {reason}" for path, reason in cache.skipped]
+    features, logits = predictor.features_and_logits(cache.images, progress=progress)
+    return predictor.menu_scores(features, logits), [f"{path}: {reason}" for path, reason in cache.skipped]
 
 
 def _menu_metrics(predictor, scores, unknown, progress) -> dict:
@@ -174,7 +174,7 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     probabilities = predictor.probabilities_from_logits(logits)
     metrics = metrics_from_probabilities(probabilities, labels, classes)
     metrics.update(calibration_metrics(logits, labels, predictor.temperature))
-    metrics.update(_menu_metrics(predictor, predictor.menu_scores(features), unknown, progress))
+    metrics.update(_menu_metrics(predictor, predictor.menu_scores(features, logits), unknown, progress))
     metrics["skipped"] = [f"{path}: {reason}" for path, reason in cache.skipped]
     metrics["split"] = str(split)
     metrics["tta"] = tta

@@ -65,6 +65,10 @@ class Predictor:
         self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
         self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
         self.menu_bank = None
+        if self.bundle.menu_method is not None and (self.bundle.menu_method not in menu.METHODS or (
+                self.bundle.menu_method != "knn" and not isinstance(self.bundle.menu_mix, dict))):
+            raise ClassifyError(f"{self.run_dir / 'config.json'} has an on-menu method this platekit does not know "
+                                f"({self.bundle.menu_method!r}, or its menu_mix is missing): upgrade platekit")
         if self.bundle.menu_method is not None and (self.run_dir / bundle_format.MENU_FILE).is_file():
             self.menu_bank = menu.load(self.run_dir / bundle_format.MENU_FILE).to(self.device)
         if not self.bundle.calibrated:
@@ -102,11 +106,15 @@ class Predictor:
         from classify.calibration import softmax
         return softmax(logits, self.temperature)
 
-    def menu_scores(self, features: np.ndarray) -> np.ndarray | None:
-        """On-menu score per row of pooled features (higher: more like the menu), or None without statistics."""
+    def menu_scores(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray | None:
+        """On-menu score per image from its pooled features and logits (higher: more like the menu), or None without
+        statistics."""
         if self.menu_bank is None:
             return None
-        return menu.scores(self.menu_bank, torch.as_tensor(features).to(self.device), k=self.bundle.menu_k)
+        knn = menu.scores(self.menu_bank, torch.as_tensor(features).to(self.device), k=self.bundle.menu_k)
+        if self.bundle.menu_method == "knn":
+            return knn
+        return menu.mixed(knn, np.asarray(logits).max(axis=1), self.bundle.menu_mix)
 
     def on_menu(self, scores: np.ndarray | None, n: int) -> np.ndarray:
         if scores is None:
@@ -125,7 +133,7 @@ class Predictor:
     def predictions_from_outputs(self, features: np.ndarray, logits: np.ndarray, k: int = TOP_K) -> list[Prediction]:
         """One Prediction per row of the model's outputs: pooled features (N x D) and logits (N x C)."""
         probabilities = self.probabilities_from_logits(logits)
-        scores = self.menu_scores(features)
+        scores = self.menu_scores(features, logits)
         on_menu = self.on_menu(scores, len(probabilities))
         k = max(1, min(k, len(self.classes)))
         return [Prediction([(self.classes[i], float(row[i])) for i in np.argsort(-row)[:k]], bool(on_menu[n]),

@@ -50,7 +50,8 @@ def read_settings(run_dir: Path) -> dict:
     return {"classes": list(config.classes), "image_size": config.image_size, "resize_to": config.cache_size,
             "mean": list(config.mean), "std": list(config.std), "temperature": config.temperature,
             "architecture": config.architecture,
-            "menu": {"method": config.menu_method, "threshold": config.menu_threshold, "k": config.menu_k}
+            "menu": {"method": config.menu_method, "threshold": config.menu_threshold, "k": config.menu_k,
+                     "mix": config.menu_mix}
             if config.menu_method else None}
 
 

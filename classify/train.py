@@ -354,8 +354,9 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     if best_state is not None:
         _load_changing(model, best_state)
     model.eval()
-    temperature, metrics = score_valid(parts, inputs, accelerator, layout.classes)
-    menu_threshold, bank = menu_statistics(model, inputs, strategy, accelerator, config.keep)
+    valid_logits = validate(parts, inputs, accelerator).numpy()
+    temperature, metrics = score_valid(valid_logits, inputs, layout.classes)
+    menu_threshold, menu_mix, bank = menu_statistics(model, inputs, strategy, accelerator, config.keep, valid_logits)
     log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
         f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of valid")
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
@@ -368,7 +369,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "device": str(device), **extra,
         "temperature": temperature, "calibrated": True, "menu_method": menu.METHOD, "menu_threshold": menu_threshold,
-        "menu_k": menu.DEFAULT_K, "splits": _split_folders(layout), "format_version": bundle_format.FORMAT_VERSION,
+        "menu_k": menu.DEFAULT_K, "menu_mix": menu_mix, "splits": _split_folders(layout),
+        "format_version": bundle_format.FORMAT_VERSION,
     }
     if accelerator.is_main_process:
         write_run(out, model, config, resolved, metrics, history, bank, layout)
@@ -487,12 +489,11 @@ def validate(parts: Parts, inputs: Inputs, accelerator, batch_size: int = 128) -
     return D.in_batches(forward, inputs.valid_features if frozen else inputs.valid.images, batch_size)
 
 
-def score_valid(parts: Parts, inputs: Inputs, accelerator, classes) -> tuple[float, dict]:
-    """The temperature fitted on valid, and valid's metrics with it (calibration figures included)."""
+def score_valid(logits: np.ndarray, inputs: Inputs, classes) -> tuple[float, dict]:
+    """The temperature fitted on valid's logits, and valid's metrics with it (calibration figures included)."""
     from classify import calibration
     from classify.evaluate import calibration_metrics, metrics_from_probabilities
 
-    logits = validate(parts, inputs, accelerator).numpy()
     labels = inputs.valid.labels.numpy()
     temperature = calibration.fit_temperature(logits, labels)
     metrics = metrics_from_probabilities(calibration.softmax(logits, temperature), labels, classes)
@@ -500,9 +501,10 @@ def score_valid(parts: Parts, inputs: Inputs, accelerator, classes) -> tuple[flo
     return temperature, metrics
 
 
-def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator,
-                    keep: float) -> tuple[float, torch.Tensor]:
-    """The on-menu threshold and the bank of normalized pooled features (train and valid) it is measured against."""
+def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator, keep: float,
+                    valid_logits: np.ndarray) -> tuple[float, dict, torch.Tensor]:
+    """The on-menu threshold, the mix of the two scores (classify.menu) and the bank of normalized pooled features
+    (train and valid) the kNN part is measured against."""
     if strategy == "all":  # the cached centre views are the pooled features
         train_features, valid_features = inputs.train_features[0].float(), inputs.valid_features.float()
     else:
@@ -511,8 +513,10 @@ def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator
     # The threshold is picked on valid against the training photos alone (each valid photo is new to them, as a
     # user's is); the bank then holds the valid photos too: more of each dish to be near, so at least `keep` of new
     # in-menu photos stay on the menu (measured in bench/ood.py on food-dev-extra).
-    threshold = menu.pick_threshold(menu.scores(menu.normalized(train_features), valid_features), keep)
-    return threshold, menu.normalized(torch.cat([train_features, valid_features]))
+    valid_knn, valid_max_logit = menu.scores(menu.normalized(train_features), valid_features), valid_logits.max(1)
+    mix = menu.fit_mix(valid_knn, valid_max_logit)
+    threshold = menu.pick_threshold(menu.mixed(valid_knn, valid_max_logit, mix), keep)
+    return threshold, mix, menu.normalized(torch.cat([train_features, valid_features]))
 
 
 def pooled_features(backbone: nn.Module, cache: D.ImageCache, inputs: Inputs, accelerator,

@@ -13,13 +13,16 @@ from conftest import make_image
 
 # What config.json held before the format had a version: the RunConfig and the resolved choices, no temperature,
 # no on-menu statistics, no splits.
-OLD_ONLY = ("format_version", "temperature", "calibrated", "menu_method", "menu_threshold", "menu_k", "splits")
+OLD_ONLY = ("format_version", "temperature", "calibrated", "menu_method", "menu_threshold", "menu_k", "menu_mix",
+            "splits")
 
 
 def test_round_trip_keeps_every_field(tmp_path):
     made = bundle_format.Bundle(architecture="efficientnet_lite0", classes=("a", "b"), image_size=64, cache_size=73,
                                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), strategy="all", temperature=0.83,
-                                calibrated=True, menu_method="knn", menu_threshold=0.61,
+                                calibrated=True, menu_method="knn+max-logit", menu_threshold=0.61,
+                                menu_mix={"knn_mean": 0.8, "knn_std": 0.05, "max_logit_mean": 6.0,
+                                          "max_logit_std": 1.5, "max_logit_weight": 2.0},
                                 splits={"train": "/d/train", "valid": "/d/valid"}, settings={"lr": 0.01, "seed": 3})
     bundle_format.write(tmp_path, made)
     (tmp_path / "model.safetensors").write_bytes(b"")
@@ -33,7 +36,9 @@ def test_round_trip_keeps_every_field(tmp_path):
 def test_trained_bundle_is_the_current_format(trained_bundle, tiny_data_session):
     bundle = bundle_format.read(trained_bundle)
     assert bundle.format_version == bundle_format.FORMAT_VERSION and bundle.calibrated and bundle.temperature > 0
-    assert bundle.menu_method == "knn" and (trained_bundle / bundle_format.MENU_FILE).stat().st_size > 1000
+    assert bundle.menu_method == "knn+max-logit" and set(bundle.menu_mix) == {
+        "knn_mean", "knn_std", "max_logit_mean", "max_logit_std", "max_logit_weight"}
+    assert (trained_bundle / bundle_format.MENU_FILE).stat().st_size > 1000
     assert bundle.splits["valid"] == str((tiny_data_session / "valid").resolve())
     assert bundle.settings["lr"] == 1e-2 and bundle.settings["keep"] == 0.95
 

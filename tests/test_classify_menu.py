@@ -35,13 +35,21 @@ def test_trained_threshold_keeps_the_share_of_valid_asked_for(tiny_data_session,
 
     def features(split):
         paths = sorted((tiny_data_session / split).rglob("*.jpg"))
-        return predictor.features_and_logits(torch.stack([predictor.preprocess(p) for p in paths]))[0]
-    train_features, valid_features = features("train"), features("valid")
+        return predictor.features_and_logits(torch.stack([predictor.preprocess(p) for p in paths]))
+    train_features, _ = features("train")
     # picked on valid against the training photos alone: each valid photo is as new to them as a user's
-    kept = menu.scores(menu.normalized(train_features), valid_features) >= predictor.bundle.menu_threshold
+    valid_features, valid_logits = features("valid")
+    mix = predictor.bundle.menu_mix
+    knn = menu.scores(menu.normalized(train_features), valid_features)
+    kept = menu.mixed(knn, valid_logits.max(1), mix) >= predictor.bundle.menu_threshold
     assert abs(kept.mean() - 0.5) <= 1 / 12 + 1e-9  # 6 of the 12 valid photos, give or take float16 features
-    # the bank holds train + valid: every valid photo is then its own nearest neighbour
-    assert len(predictor.menu_bank) == 36 + 12 and predictor.on_menu(predictor.menu_scores(valid_features), 12).all()
+    # the mix standardizes each part by valid's own spread
+    assert mix["knn_mean"] == pytest.approx(knn.mean(), abs=1e-3) and mix["max_logit_weight"] == menu.MAX_LOGIT_WEIGHT
+    assert mix["max_logit_mean"] == pytest.approx(valid_logits.max(1).mean(), abs=1e-3)
+    # the bank holds train + valid: every valid photo is then its own nearest neighbour, its kNN part the highest
+    assert len(predictor.menu_bank) == 36 + 12
+    assert predictor.menu_scores(valid_features, valid_logits) == pytest.approx(
+        menu.mixed(np.ones(12), valid_logits.max(1), mix), abs=1e-2)
 
 
 def test_non_food_is_off_the_menu_in_predict_and_evaluate(trained_bundle, tiny_data_session, tmp_path):
@@ -89,3 +97,24 @@ def test_bad_on_menu_inputs(case, trained_bundle, tiny_data_session, tmp_path):
     before = tree_digest(tmp_path)
     assert_refused(run("classify", *args), *words, code=2)
     assert tree_digest(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+def test_bundles_with_the_plain_knn_rule_keep_it_and_unknown_rules_are_refused(trained_bundle, tiny_data_session,
+                                                                               tmp_path):
+    """A bundle of format 2 ("knn", no menu_mix) scores as it did; a rule this platekit does not know is one line."""
+    old = tmp_path / "old"
+    shutil.copytree(trained_bundle, old)
+    config = json.loads((old / "config.json").read_text())
+    config.update({"format_version": 2, "menu_method": "knn"})
+    del config["menu_mix"]
+    (old / "config.json").write_text(json.dumps(config))
+    predictor = classify.load(old)
+    paths = sorted((tiny_data_session / "test").rglob("*.jpg"))
+    features, logits = predictor.features_and_logits(torch.stack([predictor.preprocess(p) for p in paths]))
+    assert predictor.menu_scores(features, logits) == pytest.approx(menu.scores(predictor.menu_bank, features))
+    assert not np.allclose(classify.load(trained_bundle).menu_scores(features, logits),
+                           predictor.menu_scores(features, logits))
+    for method in ("knn+max-logit", "energy"):  # the mix missing; a method never written
+        (old / "config.json").write_text(json.dumps({**config, "format_version": 3, "menu_method": method}))
+        assert_refused(run("classify", "predict", "--model", old, paths[0]), "on-menu method", "upgrade platekit",
+                       code=2)

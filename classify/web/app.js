@@ -50,8 +50,17 @@
     return { rows: shape[0], dims: shape[1], data };
   }
 
+  // Predictor.menu_scores for one photo: the cosine similarity of its pooled features to their k-th nearest row of
+  // the bank, mixed with the largest logit where the bundle says so (classify.menu.mixed).
+  function menuScore(features, logits) {
+    const knn = nearest(features), mix = settings.menu.mix;
+    if (settings.menu.method !== "knn+max-logit") return knn;
+    return (knn - mix.knn_mean) / mix.knn_std +
+      mix.max_logit_weight * (Math.max(...logits) - mix.max_logit_mean) / mix.max_logit_std;
+  }
+
   // classify.menu.scores for one photo: the cosine similarity of its pooled features to their k-th nearest row.
-  function menuScore(features) {
+  function nearest(features) {
     let norm = 0;
     for (let j = 0; j < features.length; j++) norm += features[j] * features[j];
     norm = Math.sqrt(norm) || 1;
@@ -82,7 +91,7 @@
     const probabilities = platekitPreprocess.softmax(outputs.logits.data, settings.temperature);
     const ranked = settings.classes.map((label, i) => ({ label, probability: probabilities[i] }))
       .sort((a, b) => b.probability - a.probability);
-    const score = bank ? menuScore(outputs.features.data) : null;
+    const score = bank ? menuScore(outputs.features.data, outputs.logits.data) : null;
     return { ranked, on_menu: score === null || score >= settings.menu.threshold, menu_score: score };
   }
 
