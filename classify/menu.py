@@ -20,6 +20,7 @@ from classify import ClassifyError
 METHOD = "knn+max-logit"
 METHODS = ("knn", "knn+max-logit")
 MAX_LOGIT_WEIGHT = 2.0
+MIN_VALID_FOR_MIX = 10  # fewer valid photos give no spread to standardize by: the rule is then "knn" alone
 DEFAULT_K = 1
 KEEP = 0.95  # share of valid photos the threshold keeps on the menu
 
@@ -39,6 +40,15 @@ def scores(bank: torch.Tensor, features, k: int = DEFAULT_K, batch_size: int = 1
         similarity = query[start:start + batch_size] @ bank.T
         out.append(similarity.topk(k, dim=1).values[:, -1])
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def fit_rule(valid_knn: np.ndarray, valid_max_logit: np.ndarray, keep: float = KEEP) -> tuple[str, float, dict | None]:
+    """(method, threshold, mix) for a new bundle from its valid photos' two scores: METHOD, or "knn" alone when
+    valid has too few photos to standardize by."""
+    if len(valid_knn) < MIN_VALID_FOR_MIX:
+        return "knn", pick_threshold(valid_knn, keep), None
+    mix = fit_mix(valid_knn, valid_max_logit)
+    return METHOD, pick_threshold(mixed(valid_knn, valid_max_logit, mix), keep), mix
 
 
 def fit_mix(valid_knn: np.ndarray, valid_max_logit: np.ndarray, weight: float = MAX_LOGIT_WEIGHT) -> dict:

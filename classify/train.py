@@ -356,7 +356,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     model.eval()
     valid_logits = validate(parts, inputs, accelerator).numpy()
     temperature, metrics = score_valid(valid_logits, inputs, layout.classes)
-    menu_threshold, menu_mix, bank = menu_statistics(model, inputs, strategy, accelerator, config.keep, valid_logits)
+    (menu_method, menu_threshold, menu_mix), bank = menu_statistics(model, inputs, strategy, accelerator, config.keep,
+                                                                    valid_logits)
     log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
         f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of valid")
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
@@ -368,7 +369,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         "views": inputs.views, "split_at_block": parts.split_at, "processes": accelerator.num_processes,
         "num_features": model.num_features, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "device": str(device), **extra,
-        "temperature": temperature, "calibrated": True, "menu_method": menu.METHOD, "menu_threshold": menu_threshold,
+        "temperature": temperature, "calibrated": True, "menu_method": menu_method, "menu_threshold": menu_threshold,
         "menu_k": menu.DEFAULT_K, "menu_mix": menu_mix, "splits": _split_folders(layout),
         "format_version": bundle_format.FORMAT_VERSION,
     }
@@ -502,9 +503,9 @@ def score_valid(logits: np.ndarray, inputs: Inputs, classes) -> tuple[float, dic
 
 
 def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator, keep: float,
-                    valid_logits: np.ndarray) -> tuple[float, dict, torch.Tensor]:
-    """The on-menu threshold, the mix of the two scores (classify.menu) and the bank of normalized pooled features
-    (train and valid) the kNN part is measured against."""
+                    valid_logits: np.ndarray) -> tuple[tuple[str, float, dict | None], torch.Tensor]:
+    """The on-menu rule (method, threshold, mix of the two scores: classify.menu.fit_rule) and the bank of normalized
+    pooled features (train and valid) the kNN part is measured against."""
     if strategy == "all":  # the cached centre views are the pooled features
         train_features, valid_features = inputs.train_features[0].float(), inputs.valid_features.float()
     else:
@@ -513,10 +514,9 @@ def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator
     # The threshold is picked on valid against the training photos alone (each valid photo is new to them, as a
     # user's is); the bank then holds the valid photos too: more of each dish to be near, so at least `keep` of new
     # in-menu photos stay on the menu (measured in bench/ood.py on food-dev-extra).
-    valid_knn, valid_max_logit = menu.scores(menu.normalized(train_features), valid_features), valid_logits.max(1)
-    mix = menu.fit_mix(valid_knn, valid_max_logit)
-    threshold = menu.pick_threshold(menu.mixed(valid_knn, valid_max_logit, mix), keep)
-    return threshold, mix, menu.normalized(torch.cat([train_features, valid_features]))
+    valid_knn = menu.scores(menu.normalized(train_features), valid_features)
+    rule = menu.fit_rule(valid_knn, valid_logits.max(1), keep)
+    return rule, menu.normalized(torch.cat([train_features, valid_features]))
 
 
 def pooled_features(backbone: nn.Module, cache: D.ImageCache, inputs: Inputs, accelerator,

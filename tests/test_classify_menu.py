@@ -21,6 +21,17 @@ def test_threshold_keeps_the_requested_share(n, keep, kept):
     assert (scores >= threshold).sum() == kept
 
 
+def test_the_rule_mixes_both_scores_only_with_enough_valid_photos_to_standardize_by():
+    rng = np.random.default_rng(0)
+    knn, max_logit = rng.uniform(0.5, 0.9, 40), rng.normal(6, 1.5, 40)
+    method, threshold, mix = menu.fit_rule(knn, max_logit, keep=0.75)
+    assert method == "knn+max-logit" and (menu.mixed(knn, max_logit, mix) >= threshold).sum() == 30
+    assert menu.mixed(knn, max_logit, mix).mean() == pytest.approx(0, abs=1e-9)  # both parts centred on valid
+    few = menu.MIN_VALID_FOR_MIX - 1
+    method, threshold, mix = menu.fit_rule(knn[:few], max_logit[:few], keep=1.0)
+    assert (method, mix) == ("knn", None) and threshold == pytest.approx(knn[:few].min())
+
+
 def test_scores_are_cosine_to_the_nearest_training_photo():
     bank = menu.normalized(np.array([[1.0, 0.0], [0.0, 2.0]]))
     scores = menu.scores(bank, np.array([[3.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]), k=1)
