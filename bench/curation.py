@@ -24,9 +24,11 @@ trains on the other 4 folds (880 images, noise injected with noise seed f) and i
 more independent draws of noise and valid images, which is what the arms' differences vary with most. With
 `--folds 1`, food-dev's own train/valid split (the earlier setup: 220 valid images, 1 image = 0.45 points).
 
-Arms, each trained as `python -m classify train --data ARM --seed S` does (the CPU default: lite0 head on 4 cached
-views; `--quick`: views=2, epochs=15), all sharing one feature cache in --work: an image's views are computed once per
-seed (about 45 s for the 1,100 food-dev images on a quiet 2-core CPU), after which a run takes about 7 s:
+Arms, each trained as `python -m classify train --data ARM --seed S` does (the CPU default: since 2026-12-02 three
+backbones side by side, lite0+lite1+lite2, mlp head, on 4 cached views; lite0 alone before, which every run recorded so
+far used; `--quick`: lite0, views=2, epochs=15), all sharing one feature cache in --work: an image's views are computed
+once per seed (about 45 s for the 1,100 food-dev images with lite0 on a quiet 2-core CPU, about 4x that with three
+backbones), after which a run takes about 7 s with lite0 (15-30 s with three backbones):
   (a) clean: the fold's clean train as is;
   (b) noisy: the noisy folder as is;
   (c) auto: `import` into a workspace (drops byte duplicates), `dedup` (phash, 10 bits, per class), `suspects`
