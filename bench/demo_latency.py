@@ -1,6 +1,6 @@
 """Claim: the demo serves 16 concurrent clients x 20 requests each on 127.0.0.1 with 0 errors, at >= 35 % of the
-model's own batched forward rate (batches of classify.batching.MAX_BATCH, same bundle and input size, measured in the same run, before and after
-the load), p95 <= 600 ms; one client alone p50 <= 50 ms. Starts `python demo.py` as a user would, on a bundle trained
+model's own batched forward rate (same bundle and input size, measured in the same run, before and after the load,
+in batches of 16 as the issue set it and of classify.batching.MAX_BATCH, the demo's largest; the higher rate counts), p95 <= 600 ms; one client alone p50 <= 50 ms. Starts `python demo.py` as a user would, on a bundle trained
 here (lite0, head only, 1 epoch: latency does not depend on the weights) unless --model is given, and saves a
 screenshot of a real prediction to docs/demo.png with --screenshot.
   python bench/demo_latency.py [--model RUN_DIR] [--clients 16] [--requests 20] [--screenshot docs/demo.png]
@@ -25,7 +25,7 @@ from record import FOOD_DEV, append, head_only_bundle, machine, table  # noqa: E
 from classify.batching import MAX_BATCH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FORWARD_BATCH = MAX_BATCH  # the demo's largest batch, where the model's own rate per image is highest
+FORWARD_BATCHES = sorted({16, MAX_BATCH})  # the issue's reference batch and the demo's largest; the faster one counts
 FORWARD_PASSES = 8  # timed passes before the load, and again after it
 # The URL is plain http://, so no certificate is ever checked; with ssl_verify=True (the default) httpx builds an SSL
 # context for each of gradio_client's HTTP calls anyway (encode/httpx#2298): 23-25 ms of CPU each, measured here,
@@ -68,13 +68,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def forward_seconds(model: Path, images: list[Path], passes: int) -> tuple[list[float], float]:
-    """Wall seconds per batched forward pass of the model alone (decoded images, as the demo's batches run), and the
-    CPU seconds all of them took."""
+def forward_seconds(model: Path, images: list[Path], passes: int, size: int) -> tuple[list[float], float]:
+    """Wall seconds per forward pass of `size` images through the model alone (decoded images, as the demo's batches
+    run), and the CPU seconds all of them took."""
     import torch
 
     predictor = classify.load(model)
-    batch = torch.stack([predictor.preprocess(image) for image in images[:FORWARD_BATCH]])
+    batch = torch.stack([predictor.preprocess(image) for image in images[:size]])
     predictor.features_and_logits(batch)  # warm-up
     seconds, cpu = [], time.process_time()
     for _ in range(passes):
@@ -154,7 +154,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/"
         process = start_demo(model, port)
         try:
-            forward, forward_cpu = forward_seconds(model, images, FORWARD_PASSES)  # the server idle meanwhile
+            # the server idle meanwhile
+            passes = {size: forward_seconds(model, images, FORWARD_PASSES, size) for size in FORWARD_BATCHES}
             latencies, errors, lock = [], [], threading.Lock()
 
             def client_loop(index: int) -> None:
@@ -181,8 +182,9 @@ def main() -> None:
                 thread.join()
             wall = time.perf_counter() - started
             server_cpu, client_cpu = cpu_seconds(process.pid) - server_cpu, time.process_time() - client_cpu
-            more, more_cpu = forward_seconds(model, images, FORWARD_PASSES)
-            forward, forward_cpu = forward + more, forward_cpu + more_cpu
+            for size in FORWARD_BATCHES:
+                more, more_cpu = forward_seconds(model, images, FORWARD_PASSES, size)
+                passes[size] = (passes[size][0] + more, passes[size][1] + more_cpu)
             single = one_by_one(url, images[:20], **CLIENT)
             stock = one_by_one(url, images[:20], verbose=False)
             rest = one_by_one_http(url, images[:20])
@@ -192,8 +194,11 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
     total = args.clients * args.requests
-    forward_rate = FORWARD_BATCH / float(np.median(forward))
-    image_cpu_ms = 1000 * forward_cpu / (len(forward) * FORWARD_BATCH)
+    rates = {size: size / float(np.median(forward)) for size, (forward, _) in passes.items()}
+    best = max(rates, key=rates.get)
+    forward, forward_cpu = passes[best]
+    forward_rate = rates[best]
+    image_cpu_ms = 1000 * forward_cpu / (len(forward) * best)
     request_cpu_ms = 1000 * (server_cpu + client_cpu) / total
 
     def row(what, milliseconds, errors, rate, *shares):
@@ -206,14 +211,17 @@ def main() -> None:
             row("1 client, gradio_client's default ssl_verify=True", stock, 0, len(stock) / (sum(stock) / 1000)),
             row("1 client, plain HTTP (upload, /gradio_api/call/predict, its event stream)", rest, 0,
                 len(rest) / (sum(rest) / 1000)),
-            row(f"the model alone: forward passes of {FORWARD_BATCH} decoded images (ms per pass, images/s)",
-                [1000 * t for t in forward], 0, forward_rate, "100%", "100%")]
+            *(row(f"the model alone: forward passes of {size} decoded images (ms per pass, images/s)",
+                  [1000 * t for t in passes[size][0]], 0, rates[size],
+                  *(("100%", "100%") if size == best else (f"{100 * rates[size] / forward_rate:.0f}%", "-")))
+              for size in FORWARD_BATCHES)]
     body = table(["load", "requests", "errors", "p50 ms", "p95 ms", "requests/s", "of the model's rate",
                   "of the CPU in the model"], rows)
     body += ("\n\nRound trips through gradio_client (upload + queue + predict) on 127.0.0.1, food-dev valid JPEGs, "
              f"{words}, CPU; clients with ssl_verify=False (plain http) unless the row says otherwise. "
-             f"The model's rate: median of {len(forward)} passes, half before the load and half after, in this "
-             "process while the server idled. CPU time per request during the load: "
+             f"The model's rate: median of {len(forward)} passes of {best} images (the faster of "
+             f"{' and '.join(map(str, FORWARD_BATCHES))}), half before the load and half after, in this "
+             f"process while the server idled; the demo batches up to {MAX_BATCH}. CPU time per request during the load: "
              f"{1000 * server_cpu / total:.0f} ms in the server, {1000 * client_cpu / total:.0f} ms in the clients; "
              f"the model alone {image_cpu_ms:.0f} ms per image. Of the CPU in the model: that, over the server's and "
              "the clients' CPU per request: the rate ratio's ceiling on 2 cores of their own, reached when the load keeps "
