@@ -1,8 +1,9 @@
 """Claim: the demo serves 16 concurrent clients x 20 requests each on 127.0.0.1 with 0 errors, at >= 35 % of the
 model's own batched forward rate (same bundle and input size, measured in the same run, before and after the load,
-in batches of 16 as the issue set it and of classify.batching.MAX_BATCH, the demo's largest; the higher rate counts), p95 <= 600 ms; one client alone p50 <= 50 ms. Starts `python demo.py` as a user would, on a bundle trained
-here (lite0, head only, 1 epoch: latency does not depend on the weights) unless --model is given, and saves a
-screenshot of a real prediction to docs/demo.png with --screenshot.
+in batches of 16 as the issue set it and of classify.batching.MAX_BATCH, the demo's largest; the higher rate counts),
+p95 <= 600 ms; one client alone p50 <= 50 ms. Starts `python demo.py` as a user would, on a bundle trained here
+(lite0, head only, 1 epoch: latency does not depend on the weights) unless --model is given, and saves a screenshot
+of a real prediction to docs/demo.png with --screenshot.
   python bench/demo_latency.py [--model RUN_DIR] [--clients 16] [--requests 20] [--screenshot docs/demo.png]
 """
 from __future__ import annotations
@@ -68,12 +69,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def forward_seconds(model: Path, images: list[Path], passes: int, size: int) -> tuple[list[float], float]:
+def forward_seconds(predictor, images: list[Path], passes: int, size: int) -> tuple[list[float], float]:
     """Wall seconds per forward pass of `size` images through the model alone (decoded images, as the demo's batches
     run), and the CPU seconds all of them took."""
     import torch
 
-    predictor = classify.load(model)
     batch = torch.stack([predictor.preprocess(image) for image in images[:size]])
     predictor.features_and_logits(batch)  # warm-up
     seconds, cpu = [], time.process_time()
@@ -154,8 +154,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/"
         process = start_demo(model, port)
         try:
-            # the server idle meanwhile
-            passes = {size: forward_seconds(model, images, FORWARD_PASSES, size) for size in FORWARD_BATCHES}
+            predictor = classify.load(model)  # the server idle meanwhile
+            passes = {size: forward_seconds(predictor, images, FORWARD_PASSES, size) for size in FORWARD_BATCHES}
             latencies, errors, lock = [], [], threading.Lock()
 
             def client_loop(index: int) -> None:
@@ -183,7 +183,7 @@ def main() -> None:
             wall = time.perf_counter() - started
             server_cpu, client_cpu = cpu_seconds(process.pid) - server_cpu, time.process_time() - client_cpu
             for size in FORWARD_BATCHES:
-                more, more_cpu = forward_seconds(model, images, FORWARD_PASSES, size)
+                more, more_cpu = forward_seconds(predictor, images, FORWARD_PASSES, size)
                 passes[size] = (passes[size][0] + more, passes[size][1] + more_cpu)
             single = one_by_one(url, images[:20], **CLIENT)
             stock = one_by_one(url, images[:20], verbose=False)

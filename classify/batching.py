@@ -12,8 +12,8 @@ import torch
 # Images per forward pass. Bare forward passes run fastest per image at 4 (bench/batch_size.py); with PyTorch the demo
 # under 16 clients served more with 16 (the CPU default: 11.0 against 9.7 requests/s with 4). Through ONNX Runtime,
 # side by side on 2 cores (2026-12-03, bench/RESULTS.md), 8 served lite0 more than 16 in both pairs (40.7 and 38.8
-# against 31.4 and 34.7 requests/s, p95 646 / 464 against 1,130 / 673 ms), and the CPU default as much (12.5 and 17.0
-# against 14.8 and 13.7): fewer handler threads waiting on the GIL, and a pass starts sooner.
+# against 31.4 and 34.7 requests/s, p95 646 / 464 against 1,130 / 673 ms); the CPU default showed no difference past
+# the noise (12.5 and 17.0 against 14.8 and 13.7). Fewer handler threads wait on the GIL, and a pass starts sooner.
 MAX_BATCH = 8
 
 
