@@ -391,9 +391,11 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
         slots = {"concurrency_id": "prediction", "concurrency_limit": PREDICTION_SLOTS}
-        for trigger in (image.change, show_heat_map.change):
-            trigger(classify_image, [image, show_heat_map], [label, verdict, facts_box, latency, heat_map],
-                    preprocess=False, api_visibility="private", **slots)
+        # One listener for both triggers, so a page has one prediction in flight and the last input wins: with two,
+        # a photo's pass with the heat map could finish after the toggle's pass without it and show the map again.
+        gr.on([image.change, show_heat_map.change], classify_image, [image, show_heat_map],
+              [label, verdict, facts_box, latency, heat_map], trigger_mode="always_last", preprocess=False,
+              api_visibility="private", **slots)
         gr.api(predict, api_name="predict", **slots)
         gr.api(classify_photo, api_name="classify", **slots)
     return demo
