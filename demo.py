@@ -18,7 +18,7 @@ from PIL import Image
 import classify
 from classify import ClassifyError, feedback, images
 from classify import bundle as bundle_format
-from classify.batching import MAX_BATCH, Batcher
+from classify.batching import MAX_BATCH, Batcher, SingleFlight
 from classify.explain import Explainer
 from classify.names import class_key
 from classify.options import PORT, Parser, number, read_text
@@ -41,7 +41,10 @@ STRATEGIES = {"all": "frozen (head trained)", "partial": "last stages fine-tuned
 TRAIN_HINT = "python -m classify train --data DATA --out runs/food"
 # Below this width Gradio stacks the two columns; the photo's column then opens up (display: contents) so its
 # examples can move after the result: on a phone the result comes right under the photo, not 16 thumbnails down.
+# The heat map shows only while its toggle is on, whatever answer comes last: a photo's answer computed with the map
+# can arrive after the toggle was switched off (Gradio runs the page's duplicate change events side by side).
 CSS = """
+#result-column:has(#heat-toggle input:not(:checked)) #heat-map { display: none !important; }
 @media (max-width: 700px) {
   #input-column { display: contents; }
   #input-column > *, #result-column { flex: 1 1 100%; }
@@ -319,6 +322,24 @@ def make_explainer(predictor) -> Explainer | None:
         return None
 
 
+def page_answer(predictor, batcher: Batcher, explainer, facts, image: Image.Image, show_heat_map: bool) -> dict:
+    """What the page shows for a photo, as plain values (each caller wraps them in its own gr.update: Gradio pops
+    "value" out of an update dict as it sends it, so one dict cannot serve two answers)."""
+    width, height = image.size  # before predicting: JPEG draft mode shrinks the image in place
+    start = time.perf_counter()
+    # With the heat map, its pass gives the prediction too: one forward pass a photo, not two.
+    explanation = explain(explainer, image) if show_heat_map and explainer else None
+    prediction = explanation.prediction if explanation else top_k(batcher, image)
+    latency_ms = 1000 * (time.perf_counter() - start)
+    return {"top": {display_name(name): p for name, p in prediction.top}, "on_menu": prediction.on_menu,
+            "verdict": verdict_markdown(prediction, len(predictor.classes)),
+            "facts": facts_markdown(facts, prediction.top[0][0]) if prediction.on_menu else "",
+            "latency": f"Predicted in **{latency_ms:.0f} ms** on {predictor.device.type.upper()} "
+                       f"({width}x{height} px photo, scaled to {predictor.image_size} px"
+                       f"{', heat map included' if explanation else ''})",
+            "overlay": explanation.overlay() if explanation else None}
+
+
 def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = None,
               feedback_dir: str | Path | None = None) -> gr.Blocks:
     """The demo for one bundle; the model is loaded here, once. Raises ClassifyError for a bad bundle. With
@@ -330,28 +351,22 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
     check_facts(facts, predictor.classes)
     explainer = make_explainer(predictor)
 
+    in_flight = SingleFlight()
+
     def classify_image(payload, show_heat_map=True):
         """UI: the label (hidden off the menu), the verdict, facts of the top class, latency line, heat map (hidden
-        when toggled off)."""
+        when toggled off). The same photo asked for again while its answer is being made shares that answer."""
         if payload is None:
             return {label: gr.update(value=None, visible=True), verdict: "", facts_box: "", latency: "",
                     heat_map: gr.update(value=None, visible=False)}
-        image = open_upload(payload)
-        width, height = image.size  # before predicting: JPEG draft mode shrinks the image in place
-        start = time.perf_counter()
-        # With the heat map, its pass gives the prediction too: one forward pass a photo, not two.
-        explanation = explain(explainer, image) if show_heat_map and explainer else None
-        prediction = explanation.prediction if explanation else top_k(batcher, image)
-        latency_ms = 1000 * (time.perf_counter() - start)
-        return {label: gr.update(value={display_name(name): p for name, p in prediction.top},
-                                 visible=prediction.on_menu),
-                verdict: verdict_markdown(prediction, len(predictor.classes)),
-                facts_box: facts_markdown(facts, prediction.top[0][0]) if prediction.on_menu else "",
-                latency: f"Predicted in **{latency_ms:.0f} ms** on {predictor.device.type.upper()} "
-                         f"({width}x{height} px photo, scaled to {predictor.image_size} px"
-                         f"{', heat map included' if explanation else ''})",
-                heat_map: gr.update(value=explanation.overlay() if explanation else None,
-                                    visible=explanation is not None)}
+        source = payload.get("path") or payload.get("url") if isinstance(payload, dict) else None
+
+        def answer():
+            return page_answer(predictor, batcher, explainer, facts, open_upload(payload), bool(show_heat_map))
+        view = in_flight.run((source, bool(show_heat_map)), answer) if isinstance(source, str) else answer()
+        return {label: gr.update(value=view["top"], visible=view["on_menu"]), verdict: view["verdict"],
+                facts_box: view["facts"], latency: view["latency"],
+                heat_map: gr.update(value=view["overlay"], visible=view["overlay"] is not None)}
 
     def predict(image: FileData) -> list[dict]:
         """The top-5 classes of an image, most likely first: [{"label": class, "probability": p, "on_menu": bool,
@@ -391,8 +406,8 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
         slots = {"concurrency_id": "prediction", "concurrency_limit": PREDICTION_SLOTS}
-        # One listener for both triggers, so a page has one prediction in flight and the last input wins: with two,
-        # a photo's pass with the heat map could finish after the toggle's pass without it and show the map again.
+        # One listener for both triggers: Gradio then defers an input that comes while a pass is running (the last
+        # one wins). It cannot defer a replaced photo's duplicate change event, hence SingleFlight and the CSS rule.
         gr.on([image.change, show_heat_map.change], classify_image, [image, show_heat_map],
               [label, verdict, facts_box, latency, heat_map], trigger_mode="always_last", preprocess=False,
               api_visibility="private", **slots)

@@ -71,3 +71,37 @@ class Batcher:
             return
         for (_, k, done), prediction in zip(batch, predictions):
             done.set_result(replace(prediction, top=prediction.top[:max(1, k)]))
+
+
+class SingleFlight:
+    """Calls under one key while the first is still running wait for it and share its result (or its error):
+    `SingleFlight().run(key, fn)` from any thread. Nothing is kept once the call ends: it coalesces, it never caches.
+
+    What it is for: a Gradio Image fires `change` twice when a photo replaces another (gradio-app/gradio#4589 and
+    its kin; measured with Gradio 6: change, input, upload, then change again), so the demo's page asks for each
+    photo twice at once; the second ask rides on the first's pass instead of running the model (and the heat map)
+    again.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: dict = {}
+
+    def run(self, key, fn):
+        with self._lock:
+            done = self._running.get(key)
+            first = done is None
+            if first:
+                done = self._running[key] = Future()
+        if not first:
+            return done.result()
+        try:
+            result = fn()
+        except BaseException as error:
+            done.set_exception(error)
+            raise
+        finally:
+            with self._lock:
+                del self._running[key]
+        done.set_result(result)
+        return result

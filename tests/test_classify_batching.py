@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from classify import ClassifyError
-from classify.batching import Batcher
+from classify.batching import Batcher, SingleFlight
 from conftest import make_nonfood
 
 
@@ -41,3 +41,55 @@ def test_concurrent_callers_get_what_each_gets_alone(trained_bundle, tmp_path):
         # a batch and a lone image take different convolution paths: float noise, sharpened by the temperature
         assert [p for _, p in got.top] == pytest.approx([p for _, p in alone.top], abs=1e-4)
         assert got.on_menu is alone.on_menu and got.menu_score == pytest.approx(alone.menu_score, abs=1e-5)
+
+
+def test_single_flight_shares_a_running_call_and_keeps_nothing_after():
+    flight, calls, release = SingleFlight(), [], threading.Event()
+    started = threading.Event()
+
+    def slow(value):
+        def fn():
+            calls.append(value)
+            started.set()
+            release.wait(10)
+            return value * 10
+        return fn
+
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", flight.run("photo", slow(1))))
+    first.start()
+    started.wait(10)
+    second = threading.Thread(target=lambda: results.setdefault("second", flight.run("photo", slow(2))))
+    other = threading.Thread(target=lambda: results.setdefault("other", flight.run("other photo", lambda: 7)))
+    second.start(), other.start()
+    other.join(10)
+    assert results == {"other": 7}  # another key does not wait
+    release.set()
+    first.join(10), second.join(10)
+    assert results == {"first": 10, "second": 10, "other": 7} and calls == [1]  # the second rode on the first
+    assert flight.run("photo", lambda: 3) == 3  # once done, the key runs afresh
+
+
+def test_single_flight_gives_the_error_to_every_waiter():
+    flight, release, started = SingleFlight(), threading.Event(), threading.Event()
+    errors = []
+
+    def failing():
+        started.set()
+        release.wait(10)
+        raise ClassifyError("not an image")
+
+    def call(fn):
+        try:
+            flight.run("bad", fn)
+        except ClassifyError as error:
+            errors.append(str(error))
+
+    first = threading.Thread(target=call, args=(failing,))
+    first.start()
+    started.wait(10)
+    second = threading.Thread(target=call, args=(lambda: pytest.fail("the second call ran"),))
+    second.start()
+    release.set()
+    first.join(10), second.join(10)
+    assert errors == ["not an image", "not an image"]
