@@ -30,8 +30,7 @@ REQUEST_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and JSON around an up
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
 CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
 # Predictions are the exception: their handlers decode the upload, then wait for a shared forward pass (batching.py),
-# so as many run at once as one pass takes images; the page and both API endpoints count against the same limit.
-PREDICTION_SLOTS = MAX_BATCH
+# so as many run at once as one pass takes images (--max-batch); the page and both API endpoints share that limit.
 # Gradio rebuilds a pandas summary of its last 10,000 events after every event (queueing.py
 # compute_analytics_summary), for its /monitoring page: 2 ms of CPU at 300 events, 8-12 ms at 10,000 (measured here),
 # so a demo that has served a while pays more per request. Every 100th event keeps that page current enough.
@@ -341,13 +340,14 @@ def page_answer(predictor, batcher: Batcher, explainer, facts, image: Image.Imag
 
 
 def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = None,
-              feedback_dir: str | Path | None = None) -> gr.Blocks:
+              feedback_dir: str | Path | None = None, max_batch: int = MAX_BATCH) -> gr.Blocks:
     """The demo for one bundle; the model is loaded here, once. Raises ClassifyError for a bad bundle. With
-    `feedback_dir`, users can say whether a prediction was right, and their photos are kept there."""
+    `feedback_dir`, users can say whether a prediction was right, and their photos are kept there. Up to
+    `max_batch` predictions share a forward pass (and as many run at once)."""
     run_dir = Path(run_dir)
     folder = feedback.open_folder(feedback_dir) if feedback_dir is not None else None
     predictor = classify.load(run_dir)
-    batcher = Batcher(predictor)
+    batcher = Batcher(predictor, max_batch)
     check_facts(facts, predictor.classes)
     explainer = make_explainer(predictor)
 
@@ -405,7 +405,7 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 facts_box = gr.Markdown(elem_id="facts")
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
-        slots = {"concurrency_id": "prediction", "concurrency_limit": PREDICTION_SLOTS}
+        slots = {"concurrency_id": "prediction", "concurrency_limit": max_batch}
         # One listener for both triggers: Gradio then defers an input that comes while a pass is running (the last
         # one wins). It cannot defer a replaced photo's duplicate change event, hence SingleFlight and the CSS rule.
         gr.on([image.change, show_heat_map.change], classify_image, [image, show_heat_map],
@@ -441,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "photos and answers in DIR (for `python -m curate import DIR`)")
     parser.add_argument("--max-upload-mb", type=number(float, 0, None, low_open=True), default=MAX_UPLOAD_MB,
                         help=f"refuse bigger uploads and requests, in MB (default {MAX_UPLOAD_MB})")
+    parser.add_argument("--max-batch", type=number(int, 1, 256), default=MAX_BATCH,
+                        help=f"predictions scored in one forward pass at most, and run at once (default {MAX_BATCH}, "
+                        "chosen on 2 CPU cores; more cores may serve more with more)")
     return parser
 
 
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = why_unservable(args.host, args.port)
         if problem:
             raise ClassifyError(f"cannot serve on {args.host}:{args.port}: {problem}")
-        demo = build_app(run_dir, facts, args.feedback)
+        demo = build_app(run_dir, facts, args.feedback, args.max_batch)
     except ClassifyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

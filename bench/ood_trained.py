@@ -56,10 +56,12 @@ def score(predictor, valid, inside, outside) -> dict:
     a, b = predictor.menu_scores(ix, il), predictor.menu_scores(ox, ol)
     rows["the bundle's rule (kNN + 2 x max-logit)"] = (menu.auroc(a, b), float((~predictor.on_menu(b, len(b))).mean()),
                                                       float(predictor.on_menu(a, len(a)).mean()))
-    bank = predictor.menu_bank
-    for name, fn in (("kNN alone", lambda x, logits: menu.scores(bank, x, k=predictor.bundle.menu_k)),
-                     ("max-logit alone", lambda x, logits: logits.max(1))):
-        threshold = menu.pick_threshold(fn(vx, vl), KEEP)
+    bank, k = predictor.menu_bank, predictor.bundle.menu_k
+    train_bank = bank[: len(bank) - len(vx)]  # the bank is the training photos, then valid's
+    for name, on_valid, fn in (
+            ("kNN alone", lambda x, _: menu.scores(train_bank, x, k=k), lambda x, _: menu.scores(bank, x, k=k)),
+            ("max-logit alone", lambda _, logits: logits.max(1), lambda _, logits: logits.max(1))):
+        threshold = menu.pick_threshold(on_valid(vx, vl), KEEP)
         a, b = fn(ix, il), fn(ox, ol)
         rows[name] = (menu.auroc(a, b), float((b < threshold).mean()), float((a >= threshold).mean()))
     return rows

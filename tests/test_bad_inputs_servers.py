@@ -193,6 +193,7 @@ def demo(*args, timeout=180) -> subprocess.CompletedProcess:
     ("--port", "99999", ["--port", "65535"]), ("--port", "-5", ["--port", ">= 0"]),
     ("--max-upload-mb", "0", ["--max-upload-mb", "> 0"]), ("--max-upload-mb", "nan", ["--max-upload-mb"]),
     ("--max-upload-mb", "-3", ["--max-upload-mb", "> 0"]), ("--max-upload-mb", "inf", ["--max-upload-mb"]),
+    ("--max-batch", "0", ["--max-batch", ">= 1"]), ("--max-batch", "4.5", ["--max-batch", "whole number"]),
 ])
 def test_demo_numbers_are_checked_at_the_command_line(flag, value, words, tmp_path):
     done = demo("--model", tmp_path / "none", flag, value, timeout=120)

@@ -65,12 +65,13 @@ def feedback_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(trained_bundle, tmp_path_factory, feedback_dir):
-    """`python demo.py` on the tiny bundle, with facts, feedback on and a 1 MB upload cap, as a user would start it."""
+    """`python demo.py` on the tiny bundle, with facts, feedback on, a 1 MB upload cap and batches of at most 4 (fewer
+    than the concurrent test sends at once), as a user would start it."""
     facts = tmp_path_factory.mktemp("facts") / "facts.csv"
     facts.write_text(FACTS)
     log = tmp_path_factory.mktemp("log") / "demo.log"
     process, url = start_demo(trained_bundle, log, "--facts", str(facts), "--max-upload-mb", str(UPLOAD_CAP_MB),
-                              "--feedback", str(feedback_dir))
+                              "--feedback", str(feedback_dir), "--max-batch", "4")
     yield url
     process.terminate()
     process.wait(timeout=20)
