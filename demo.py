@@ -29,8 +29,6 @@ MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food
 REQUEST_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and JSON around an upload
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
 CONCURRENCY = max(1, min(4, os.cpu_count() or 1))
-# Predictions are the exception: their handlers decode the upload, then wait for a shared forward pass (batching.py),
-# so as many run at once as one pass takes images (--max-batch); the page and both API endpoints share that limit.
 # Gradio rebuilds a pandas summary of its last 10,000 events after every event (queueing.py
 # compute_analytics_summary), for its /monitoring page: 2 ms of CPU at 300 events, 8-12 ms at 10,000 (measured here),
 # so a demo that has served a while pays more per request. Every 100th event keeps that page current enough.
@@ -405,6 +403,8 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
                 facts_box = gr.Markdown(elem_id="facts")
                 gr.Markdown(model_card(predictor), elem_id="model-card")
         # preprocess=False: the handler decodes the upload itself, so a corrupt file becomes a message, not a crash.
+        # Predictions run more at once than CONCURRENCY: their handlers decode the upload, then wait for a shared
+        # forward pass (batching.py), so as many as one pass takes; the page and both API endpoints share the limit.
         slots = {"concurrency_id": "prediction", "concurrency_limit": max_batch}
         # One listener for both triggers: Gradio then defers an input that comes while a pass is running (the last
         # one wins). It cannot defer a replaced photo's duplicate change event, hence SingleFlight and the CSS rule.
