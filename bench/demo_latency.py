@@ -224,8 +224,9 @@ def main() -> None:
                   "of the CPU in the model"], rows)
     body += ("\n\nRound trips through gradio_client (upload + queue + predict) on 127.0.0.1, food-dev valid JPEGs, "
              f"{words}, CPU; clients with ssl_verify=False (plain http) unless the row says otherwise. "
-             f"The model's rate: median of {len(forward)} passes of {best} images (the faster of "
-             f"{' and '.join(map(str, forward_batches))}), half before the load and half after, in this "
+             f"The model's rate: median of {len(forward)} passes of {best} images"
+             + (f" (the faster of {' and '.join(map(str, forward_batches))})" if len(forward_batches) > 1 else "")
+             + ", half before the load and half after, in this "
              f"process while the server idled; the demo batches up to {args.max_batch} (--max-batch). CPU time per "
              f"request during the load: {1000 * server_cpu / total:.0f} ms in the server, "
              f"{1000 * client_cpu / total:.0f} ms in the clients; the model alone {image_cpu_ms:.0f} ms per image. "
