@@ -25,6 +25,9 @@ from classify.options import PORT, Parser, number, read_text
 from classify.serving import guard, why_unservable
 
 TOP_K = 5
+# A photo's page answer is kept this long for the page's duplicate request (classify.batching.SingleFlight): the same
+# upload and toggle within it get the same answer without another pass (at most 64 answers kept, a few MB).
+REPEAT_SECONDS = 5.0
 MAX_UPLOAD_MB = 20  # a phone photo is 2-8 MB; anything far bigger is not a food photo worth decoding
 REQUEST_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and JSON around an upload
 # Each request holds one CPU core for tens of ms; more parallel requests than cores only adds queueing inside torch.
@@ -349,11 +352,11 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
     check_facts(facts, predictor.classes)
     explainer = make_explainer(predictor)
 
-    in_flight = SingleFlight()
+    in_flight = SingleFlight(keep_seconds=REPEAT_SECONDS)
 
     def classify_image(payload, show_heat_map=True):
         """UI: the label (hidden off the menu), the verdict, facts of the top class, latency line, heat map (hidden
-        when toggled off). The same photo asked for again while its answer is being made shares that answer."""
+        when toggled off). The same photo asked for again while its answer is made, or just after, gets that answer."""
         if payload is None:
             return {label: gr.update(value=None, visible=True), verdict: "", facts_box: "", latency: "",
                     heat_map: gr.update(value=None, visible=False)}

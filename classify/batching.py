@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -74,21 +75,30 @@ class Batcher:
 
 
 class SingleFlight:
-    """Calls under one key while the first is still running wait for it and share its result (or its error):
-    `SingleFlight().run(key, fn)` from any thread. Nothing is kept once the call ends: it coalesces, it never caches.
+    """Calls under one key while the first is still running wait for it and share its result (or its error), and
+    for `keep_seconds` after it ends a call under that key gets the same result without running: `run(key, fn)` from
+    any thread. At most `max_kept` results are kept, none past its time; errors are never kept.
 
     What it is for: a Gradio Image fires `change` twice when a photo replaces another (gradio-app/gradio#4589 and
     its kin; measured with Gradio 6: change, input, upload, then change again), so the demo's page asks for each
-    photo twice at once; the second ask rides on the first's pass instead of running the model (and the heat map)
-    again.
+    photo twice, the second ask at once or a few milliseconds after the first answer (a tiny model's pass is
+    quicker than that gap: 6 passes for 4 photos with sharing alone); it then rides on the first's pass instead of
+    running the model (and the heat map) again.
     """
 
-    def __init__(self):
+    def __init__(self, keep_seconds: float = 0.0, max_kept: int = 64):
+        self.keep_seconds, self.max_kept = keep_seconds, max_kept
         self._lock = threading.Lock()
         self._running: dict = {}
+        self._kept: dict = {}  # key -> (time it ended, result), oldest first
 
     def run(self, key, fn):
         with self._lock:
+            now = time.monotonic()
+            for old in [k for k, (ended, _) in self._kept.items() if now - ended > self.keep_seconds]:
+                del self._kept[old]
+            if key in self._kept:
+                return self._kept[key][1]
             done = self._running.get(key)
             first = done is None
             if first:
@@ -99,9 +109,14 @@ class SingleFlight:
             result = fn()
         except BaseException as error:
             done.set_exception(error)
-            raise
-        finally:
             with self._lock:
                 del self._running[key]
+            raise
+        with self._lock:
+            del self._running[key]
+            if self.keep_seconds > 0:
+                self._kept[key] = (time.monotonic(), result)
+                while len(self._kept) > self.max_kept:
+                    del self._kept[next(iter(self._kept))]
         done.set_result(result)
         return result

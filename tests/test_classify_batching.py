@@ -93,3 +93,24 @@ def test_single_flight_gives_the_error_to_every_waiter():
     release.set()
     first.join(10), second.join(10)
     assert errors == ["not an image", "not an image"]
+
+
+def test_single_flight_keeps_a_result_for_its_time_and_no_more(monkeypatch):
+    import classify.batching as batching
+
+    clock = [100.0]
+    monkeypatch.setattr(batching.time, "monotonic", lambda: clock[0])
+    flight, calls = SingleFlight(keep_seconds=5, max_kept=2), []
+
+    def answer(value):
+        return lambda: calls.append(value) or value
+    assert flight.run("a", answer(1)) == 1
+    clock[0] += 4
+    assert flight.run("a", answer(2)) == 1 and calls == [1]  # within its time: kept
+    clock[0] += 2
+    assert flight.run("a", answer(3)) == 3  # past it: run again
+    flight.run("b", answer(4)), flight.run("c", answer(5))  # over max_kept: the oldest ("a") goes
+    assert flight.run("a", answer(6)) == 6 and calls == [1, 3, 4, 5, 6]
+    with pytest.raises(ClassifyError):
+        flight.run("bad", lambda: (_ for _ in ()).throw(ClassifyError("not an image")))
+    assert flight.run("bad", answer(7)) == 7  # an error is not kept
