@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import hashlib
 import io
 import os
 import sys
@@ -361,6 +362,8 @@ def build_app(run_dir: str | Path, facts: dict[str, dict[str, str]] | None = Non
             return {label: gr.update(value=None, visible=True), verdict: "", facts_box: "", latency: "",
                     heat_map: gr.update(value=None, visible=False)}
         source = payload.get("path") or payload.get("url") if isinstance(payload, dict) else None
+        if isinstance(source, str) and source.startswith("data:"):  # a webcam photo: key on its digest, so kept
+            source = hashlib.sha256(source.encode()).hexdigest()   # answers never hold megabytes of base64
 
         def answer():
             return page_answer(predictor, batcher, explainer, facts, open_upload(payload), bool(show_heat_map))
