@@ -44,10 +44,6 @@ def trained(data: Path, out: Path, strategy: str, cache: Path) -> Path:
     return out
 
 
-def outputs(predictor, cache) -> tuple[np.ndarray, np.ndarray]:
-    return predictor.features_and_logits(cache.images)
-
-
 def score(predictor, valid, inside, outside) -> dict:
     """name -> (AUROC, unknown rejected, in-menu kept): the bundle's rule at its threshold, then kNN and max-logit
     alone at thresholds keeping 95 % of valid (kNN scoring valid against the training photos, as training does)."""
@@ -85,14 +81,14 @@ def rotation_rows(args, rotation, classes, samples, extra) -> dict:
         started = time.time()
         predictor = classify.load(trained(folder, work / f"{strategy}-leave-{tag}", strategy, work / "cache"))
         valid = D.load_cache(labelled(folder / "valid", kept), predictor.cache_size)
-        # The bank holds training + valid photos (as for new photos): valid is scored against it only for the
-        # thresholds of the two parts alone; the bundle's own rule uses the threshold training picked.
+        # Valid's outputs set the thresholds of the two parts alone (kNN against the training photos, see score);
+        # the bundle's own rule uses the threshold training picked.
         extra_cache, extra_samples = decoded_extra(extra, samples, predictor.cache_size)
         known = np.array([classes[s.label] in kept for s in extra_samples])
-        x, logits = outputs(predictor, extra_cache)
+        x, logits = predictor.features_and_logits(extra_cache.images)
         extra_acc = float((logits[known].argmax(1) == np.array(
             [kept.index(classes[s.label]) for s in extra_samples if classes[s.label] in kept])).mean())
-        results[strategy] = (score(predictor, outputs(predictor, valid), (x[known], logits[known]),
+        results[strategy] = (score(predictor, predictor.features_and_logits(valid.images), (x[known], logits[known]),
                                    (x[~known], logits[~known])),
                              predictor.metrics["accuracy"], extra_acc)
         print(f"{strategy} leave {tag}: {results[strategy]} ({time.time() - started:.0f} s)", flush=True)
