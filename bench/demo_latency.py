@@ -48,10 +48,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_demo(model: Path, port: int, max_batch: int) -> subprocess.Popen:
+def start_demo(model: Path, port: int, max_batch: int, runtime: str = "auto") -> subprocess.Popen:
     import httpx
     process = subprocess.Popen([sys.executable, "demo.py", "--model", str(model), "--port", str(port),
-                                "--max-batch", str(max_batch)], cwd=ROOT,
+                                "--max-batch", str(max_batch), "--runtime", runtime], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(240):
         try:
@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
                         help=f"the demo's --max-batch (default: its own default, {MAX_BATCH})")
+    parser.add_argument("--runtime", default="auto", choices=classify.RUNTIMES,
+                        help="the demo's --runtime, also used to time the model alone (default auto)")
     parser.add_argument("--screenshot", help="save a screenshot of a prediction here (e.g. docs/demo.png)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -156,10 +158,10 @@ def main() -> None:
         words = bundle_words(model)  # read now: a bundle trained here is gone with the scratch folder
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
-        process = start_demo(model, port, args.max_batch)
+        predictor = classify.load(model, runtime=args.runtime)  # before the server: an int8 copy is made once
+        process = start_demo(model, port, args.max_batch, args.runtime)
         forward_batches = sorted({REFERENCE_BATCH, args.max_batch})
         try:
-            predictor = classify.load(model)  # the server idle meanwhile
             passes = {size: forward_seconds(predictor, images, FORWARD_PASSES, size) for size in forward_batches}
             latencies, errors, lock = [], [], threading.Lock()
 
@@ -223,7 +225,7 @@ def main() -> None:
     body = table(["load", "requests", "errors", "p50 ms", "p95 ms", "requests/s", "of the model's rate",
                   "of the CPU in the model"], rows)
     body += ("\n\nRound trips through gradio_client (upload + queue + predict) on 127.0.0.1, food-dev valid JPEGs, "
-             f"{words}, CPU; clients with ssl_verify=False (plain http) unless the row says otherwise. "
+             f"{words}, CPU, --runtime {args.runtime}; clients with ssl_verify=False (plain http) unless the row says otherwise. "
              f"The model's rate: median of {len(forward)} passes of {best} images"
              + (f" (the faster of {' and '.join(map(str, forward_batches))})" if len(forward_batches) > 1 else "")
              + ", half before the load and half after, in this "

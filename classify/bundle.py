@@ -14,6 +14,7 @@ from classify.options import read_text
 FORMAT_VERSION = 3
 REQUIRED = ("config.json", "model.safetensors")
 MENU_FILE = "menu.safetensors"        # on-menu statistics (classify.menu), safetensors: no pickle
+EXAMPLES_DIR = "examples"              # a few photos per class: the demo's examples, an int8 copy's calibration
 HELD_OUT_FILE = "held_out.json"       # `evaluate --out` on a split the model never saw (the demo's card)
 
 

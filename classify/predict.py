@@ -61,7 +61,7 @@ class Predictor:
         # process, see classify/runtime.py); the PyTorch model stays for heat maps and on a GPU.
         from classify import features, runtime as runtimes
         self.onnx = runtimes.forward_for(self.model, self.image_size, self.device, runtime,
-                                         features.cache_folder("auto"))
+                                         features.cache_folder("auto"), calibration=self.calibration_inputs)
         self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
         self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
         self.menu_bank = None
@@ -75,6 +75,16 @@ class Predictor:
             log.warning("%s was made before calibration: probabilities use temperature 1", self.run_dir)
         if self.menu_bank is None:
             log.warning("%s has no on-menu statistics: every photo counts as on the menu", self.run_dir)
+
+    def calibration_inputs(self) -> np.ndarray:
+        """Model inputs (N x 3 x S x S) of the bundle's examples/ photos: what an int8 copy is calibrated on."""
+        folder = self.run_dir / bundle_format.EXAMPLES_DIR
+        photos = sorted(folder.glob("*/*.jpg")) if folder.is_dir() else []
+        if not photos:
+            raise ClassifyError(f"--runtime onnx-int8 calibrates on the bundle's examples, and {folder} has none: "
+                                "train the bundle again, or use --runtime onnx")
+        batch = torch.stack([self.preprocess(photo) for photo in photos])
+        return D.model_input(batch, self.image_size, self.mean, self.std, torch.device("cpu")).numpy()
 
     def preprocess(self, image) -> torch.Tensor:
         """Path, file object or PIL image → 3 x S x S uint8 (shorter side resized, centred)."""

@@ -205,8 +205,8 @@ def write_space(run_dir: Path, folder: Path) -> None:
     for name in BUNDLE_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, model / name)
-    if (run_dir / "examples").is_dir():
-        shutil.copytree(run_dir / "examples", model / "examples")
+    if (run_dir / bundle_format.EXAMPLES_DIR).is_dir():
+        shutil.copytree(run_dir / bundle_format.EXAMPLES_DIR, model / bundle_format.EXAMPLES_DIR)
 
 
 def export_space(run_dir, out, push: str | None = None) -> ShareReport:

@@ -616,7 +616,7 @@ def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:
     """A few images per class, small, so the demo needs nothing but the bundle."""
     from PIL import Image
 
-    folder = out / "examples"
+    folder = out / bundle_format.EXAMPLES_DIR
     shutil.rmtree(folder, ignore_errors=True)
     source = layout.splits.get("valid") or layout.splits["train"]
     written = {}

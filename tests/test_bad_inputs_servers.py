@@ -194,6 +194,7 @@ def demo(*args, timeout=180) -> subprocess.CompletedProcess:
     ("--max-upload-mb", "0", ["--max-upload-mb", "> 0"]), ("--max-upload-mb", "nan", ["--max-upload-mb"]),
     ("--max-upload-mb", "-3", ["--max-upload-mb", "> 0"]), ("--max-upload-mb", "inf", ["--max-upload-mb"]),
     ("--max-batch", "0", ["--max-batch", ">= 1"]), ("--max-batch", "4.5", ["--max-batch", "whole number"]),
+    ("--runtime", "int8", ["--runtime", "onnx-int8"]),
 ])
 def test_demo_numbers_are_checked_at_the_command_line(flag, value, words, tmp_path):
     done = demo("--model", tmp_path / "none", flag, value, timeout=120)

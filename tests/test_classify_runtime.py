@@ -92,6 +92,42 @@ def test_auto_falls_back_when_the_export_fails(trained_bundle, monkeypatch):
         classify.load(trained_bundle, runtime="onnx")
 
 
+def test_int8_copy_is_quantized_calibrated_cached_and_close(trained_bundle, tiny_data_session, tmp_path,
+                                                           monkeypatch):
+    """--runtime onnx-int8: an 8-bit copy (QDQ), calibrated on the bundle's examples, made once and cached beside
+    the float export; its stem and head keep float weights; it names the float model's top class."""
+    import onnx
+
+    monkeypatch.setenv("PLATEKIT_CACHE", str(tmp_path))
+    images = sorted((tiny_data_session / "test").rglob("*.jpg"))
+    int8 = classify.load(trained_bundle, runtime="onnx-int8")
+    float32 = classify.load(trained_bundle, runtime="onnx")
+    small, large = sorted((tmp_path / "onnx").glob("*.onnx"), key=lambda path: path.stat().st_size)
+    assert small.stat().st_size < 0.5 * large.stat().st_size  # int8 weights: about a quarter
+    graph = onnx.load(small).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    assert sum(node.op_type == "QuantizeLinear" for node in graph.node) > 10
+    in_float = [node for node in graph.node if "/head/" in node.name or node.name.endswith("conv_stem/Conv")]
+    assert in_float and all(made_by.get(node.input[1]) != "DequantizeLinear" for node in in_float)
+    convs = [node for node in graph.node if node.op_type == "Conv" and node not in in_float]
+    assert convs and all(made_by.get(node.input[1]) == "DequantizeLinear" for node in convs)
+    same = [a.top[0][0] == b.top[0][0] for a, b in zip(int8.predictions(images), float32.predictions(images))]
+    assert sum(same) >= len(same) - 1, same
+
+    def no_quantizing(*args):
+        raise AssertionError("quantized again although the cache holds it")
+    monkeypatch.setattr(runtime, "_quantized", no_quantizing)
+    assert classify.load(trained_bundle, runtime="onnx-int8").onnx is not None
+
+
+def test_int8_without_examples_is_one_clear_error(own_bundle):
+    import shutil
+
+    shutil.rmtree(own_bundle / "examples")
+    with pytest.raises(ClassifyError, match="calibrates on the bundle's examples.*--runtime onnx"):
+        classify.load(own_bundle, runtime="onnx-int8")
+
+
 def test_predict_cli_runtime(trained_bundle, tiny_data_session):
     import json
     import subprocess
@@ -99,12 +135,14 @@ def test_predict_cli_runtime(trained_bundle, tiny_data_session):
 
     folder = str(tiny_data_session / "test" / "red_soup")
     runs = {}
-    for choice in ("onnx", "torch"):
+    for choice in ("onnx", "torch", "onnx-int8"):
         out = subprocess.run([sys.executable, "-m", "classify", "predict", "--model", str(trained_bundle), "--json",
                               "--runtime", choice, folder], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         runs[choice] = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(runs["onnx"]) == len(runs["torch"]) == 4
+    assert len(runs["onnx"]) == len(runs["torch"]) == len(runs["onnx-int8"]) == 4
+    assert sum(a["predictions"][0]["label"] == b["predictions"][0]["label"]
+               for a, b in zip(runs["onnx"], runs["onnx-int8"])) >= 3
     for a, b in zip(runs["onnx"], runs["torch"]):
         assert a["image"] == b["image"] and a["predictions"][0]["label"] == b["predictions"][0]["label"]
         assert abs(a["predictions"][0]["probability"] - b["predictions"][0]["probability"]) < 1e-4
