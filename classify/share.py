@@ -265,7 +265,7 @@ def _first_line(error: Exception) -> str:
 
 # -- a static web app -----------------------------------------------------------------------------------------------
 
-def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data) -> float:
+def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int8: bool = False) -> float:
     """index.html + JS, the model as ONNX (export's agreement check included) and model.json (classes,
     preprocessing, temperature, the on-menu rule); onnxruntime-web from the pinned CDN, or its files copied from
     `ort_dir`. With on-menu statistics the ONNX model gives the pooled features too, and the bundle's
@@ -276,7 +276,8 @@ def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data) -> 
     settings = read_settings(run_dir)
     if not (run_dir / bundle_format.MENU_FILE).is_file():
         settings["menu"] = None  # as Predictor: a rule without its statistics counts every photo as on the menu
-    report = export(run_dir, "onnx", folder / "model.onnx", check_data=check_data, features=bool(settings["menu"]))
+    report = export(run_dir, "onnx", folder / "model.onnx", check_data=check_data, features=bool(settings["menu"]),
+                    int8=int8)
     (folder / "model.onnx.json").unlink()  # model.json carries all of it, and the page's own settings
     if settings["menu"]:
         shutil.copyfile(run_dir / bundle_format.MENU_FILE, folder / bundle_format.MENU_FILE)
@@ -310,12 +311,12 @@ def check_ort_dir(ort_dir) -> Path:
     return ort_dir
 
 
-def export_web(run_dir, out, ort_dir=None, check_data=None) -> ShareReport:
-    """Write the static web app to `out`."""
+def export_web(run_dir, out, ort_dir=None, check_data=None, int8: bool = False) -> ShareReport:
+    """Write the static web app to `out` (`int8`: with the model's 8-bit copy, about 40 % of the float file)."""
     ort_dir = check_ort_dir(ort_dir) if ort_dir else None
     check_out(run_dir, out)
     read_settings(Path(run_dir))  # a bad bundle is refused before anything is written
     difference = []
     files, size = _written(run_dir, out, "web", lambda folder: difference.append(
-        write_web(Path(run_dir), folder, ort_dir, check_data)))
+        write_web(Path(run_dir), folder, ort_dir, check_data, int8)))
     return ShareReport(Path(out), "web", files, size, onnx_difference=difference[0])

@@ -47,3 +47,34 @@ def test_backbones_side_by_side_train_predict_explain_and_export(tiny_data_sessi
     assert heat.shape == (64, 64) and heat.max() > 0.5
     report = export(out, "onnx", tmp_path / "pair.onnx")
     assert report.max_abs_difference < 1e-4
+
+
+def test_int8_export_is_the_runtime_copy_smaller_and_checked_on_its_top_class(trained_bundle, tmp_path):
+    """`classify export --format onnx --int8`: the 8-bit copy `--runtime onnx-int8` scores with (the same logits on
+    the same photos), features included, under half the float file, its top-class check in the sidecar; a format
+    that has no int8 copy is one line and exit 2."""
+    import numpy as np
+    import torch
+    from badinput import run
+
+    float_report = export(trained_bundle, "onnx", tmp_path / "float.onnx")
+    done = run("classify", "export", "--model", trained_bundle, "--format", "onnx", "--int8",
+               "--out", tmp_path / "int8.onnx")
+    assert done.returncode == 0, done.stderr
+    assert "int8" in done.stdout and "top class" in done.stdout
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * float_report.path.stat().st_size
+    sidecar = json.loads((tmp_path / "int8.onnx.json").read_text())
+    assert sidecar["top_class_agreement"] >= 0.9 and "int8" in sidecar and "features" in sidecar
+    session = onnxruntime.InferenceSession(str(tmp_path / "int8.onnx"))
+    assert [o.name for o in session.get_outputs()][:2] == ["features", "logits"]
+    int8 = classify.load(trained_bundle, runtime="onnx-int8")
+    photos = sorted((trained_bundle / "examples").rglob("*.jpg"))
+    batch = torch.stack([int8.preprocess(photo) for photo in photos])
+    _, logits = int8.features_and_logits(batch)
+    from classify import data as D
+    x = D.model_input(batch, int8.image_size, int8.mean, int8.std, torch.device("cpu")).numpy()
+    assert np.allclose(session.run(["logits"], {"pixels": x})[0], logits, atol=1e-5)
+    refused = run("classify", "export", "--model", trained_bundle, "--format", "torchscript", "--int8",
+                  "--out", tmp_path / "m.pt")
+    assert refused.returncode == 2 and "--int8 is for --format onnx or web" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "m.pt").exists()

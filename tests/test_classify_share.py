@@ -130,8 +130,8 @@ def browser_predictions(browser, url: str, photos: list[Path]) -> list[dict]:
     return results
 
 
-def predict_cli(bundle: Path, photos: list[Path]) -> list[dict]:
-    done = run("classify", "predict", "--model", bundle, "--json", *photos)
+def predict_cli(bundle: Path, photos: list[Path], *options) -> list[dict]:
+    done = run("classify", "predict", "--model", bundle, "--json", *options, *photos)
     assert done.returncode == 0, done.stderr[-2000:]
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -211,6 +211,18 @@ def test_web_app_in_chromium_agrees_with_predict_on_tiny_bundle(trained_bundle, 
     examples = sorted((trained_bundle / "examples").rglob("*.jpg"))
     assert agreement(browser_predictions(browser, url, examples), predict_cli(trained_bundle, examples),
                      tolerance=None) <= DRAFT_TOLERANCE
+
+
+def test_web_app_int8_in_chromium_agrees_with_predict_int8(trained_bundle, tiny_data_session, tmp_path, ort_dist,
+                                                            serve, browser):
+    """--int8: the page runs the model's 8-bit copy in onnxruntime-web (QDQ in WebAssembly) and gives the top class,
+    the on-menu verdict and score of `predict --runtime onnx-int8`, on photos the two decode pixel for pixel alike."""
+    export_web(trained_bundle, tmp_path / "float", "--ort-dir", ort_dist)
+    export_web(trained_bundle, tmp_path / "web", "--ort-dir", ort_dist, "--int8")
+    assert (tmp_path / "web" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "float" / "model.onnx").stat().st_size
+    photos = sorted((tiny_data_session / "valid").rglob("*.jpg"))
+    got = browser_predictions(browser, serve(tmp_path / "web"), photos)
+    assert agreement(got, predict_cli(trained_bundle, photos, "--runtime", "onnx-int8")) <= 1e-3
 
 
 @pytest.fixture(scope="module")
