@@ -120,6 +120,25 @@ def test_int8_copy_is_quantized_calibrated_cached_and_close(trained_bundle, tiny
     assert classify.load(trained_bundle, runtime="onnx-int8").onnx is not None
 
 
+@pytest.mark.parametrize("architecture", ["resnet18", "tv:resnet18"])
+def test_int8_copy_of_timm_and_torchvision_backbones(architecture, tmp_path):
+    """Not only the Lite models: a timm and a torchvision ResNet (random weights) get an 8-bit copy whose pooled
+    features point where float's do."""
+    import numpy as np
+    import onnx
+
+    torch.manual_seed(0)
+    model = create(architecture, num_classes=4, head="mlp", pretrained=False)[0].eval()
+    smooth = torch.nn.functional.interpolate(torch.rand(24, 3, 8, 8, generator=torch.Generator().manual_seed(1)),
+                                             size=64, mode="bilinear") * 2 - 1  # photo-like: no pixel noise
+    float32 = runtime.OnnxForward(model, 64, tmp_path)
+    int8 = runtime.OnnxForward(model, 64, tmp_path, calibration=smooth[:16].numpy())
+    small = min((tmp_path / "onnx").glob("*.onnx"), key=lambda path: path.stat().st_size)
+    assert sum(node.op_type == "QuantizeLinear" for node in onnx.load(small).graph.node) > 10
+    a, b = float32(smooth[16:])[0].numpy(), int8(smooth[16:])[0].numpy()
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.98
+
+
 def test_int8_without_examples_is_one_clear_error(own_bundle):
     import shutil
 
