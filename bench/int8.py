@@ -47,7 +47,8 @@ def scored(predictor, extra, extra_y, nonfood) -> dict:
     kept = predictor.on_menu(predictor.menu_scores(features, logits), len(features)).mean()
     nf_features, nf_logits = predictor.features_and_logits(nonfood)
     rejected = 1 - predictor.on_menu(predictor.menu_scores(nf_features, nf_logits), len(nf_features)).mean()
-    return {"features": features, "top": probabilities.argmax(1), "accuracy": (probabilities.argmax(1) == extra_y).mean(),
+    top = probabilities.argmax(1)
+    return {"features": features, "top": top, "accuracy": (top == extra_y).mean(),
             "ece": expected_calibration_error(probabilities, extra_y), "kept": kept, "rejected": rejected}
 
 

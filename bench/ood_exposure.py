@@ -127,7 +127,8 @@ def main() -> None:
     body = table(["score", "unseen dishes rejected (mean of 9, range)", "in-menu extra kept", "non-food rejected"],
                  rows)
     body += (f"\n\n7 classes on the menu; of the other 3, 1 or 2 supplied as not on it and the rest unseen, in 9 "
-             f"rotations each; thresholds keep 95 % of food-dev valid of the 7. Features: the CPU default's three frozen backbones. Wall "
+             f"rotations each; thresholds keep 95 % of food-dev valid of the 7. Features: the CPU default's three "
+             f"frozen backbones. Wall "
              f"{time.time() - started:.0f} s{' (features read from ' + str(work) + ')' if cached else ''}.")
     print(body)
     if not args.no_record:

@@ -272,8 +272,8 @@ def _export(args) -> int:
                     ort_dir=args.ort_dir, int8=args.int8)
     if args.format in ("space", "web"):
         print(f"wrote {report.path} ({report.format}: {report.files} files, {report.size_bytes / 1e6:.1f} MB)"
-              + (f"; ONNX{' (int8)' if args.int8 else ''} max |softmax difference| vs PyTorch {report.onnx_difference:.2e}"
-                 if report.onnx_difference is not None else "")
+              + (f"; ONNX{' (int8)' if args.int8 else ''} max |softmax difference| vs PyTorch "
+                 f"{report.onnx_difference:.2e}" if report.onnx_difference is not None else "")
               + (f"; pushed to {report.url}" if report.url else ""))
         return 0
     if report.top_class_agreement is not None:
