@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: none); on a held-out split also the bundle's held_out.json")
     evaluate.add_argument("--unknown", metavar="DIR", help="photos that are none of the classes (any depth): how "
                                                            "many the on-menu score rejects")
+    evaluate.add_argument("--runtime", choices=RUNTIMES, default="auto", help="as predict's; onnx-int8 measures "
+                          "what the 8-bit copy costs on this split (its figures stay out of the bundle's card)")
     evaluate.add_argument("--against", metavar="TRAIN_DIR", help="also list the test photos with a near-twin "
                           "(perceptual hash within 10 bits) in this training folder: a leak")
 
@@ -188,7 +190,7 @@ def _evaluate(args) -> int:
     from classify.evaluate import evaluate
 
     metrics = evaluate(args.model, args.data, tta=args.tta, progress=not args.json, out=args.out,
-                       unknown=args.unknown, against=args.against)
+                       unknown=args.unknown, against=args.against, runtime=args.runtime)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"} |
                          {"confusion_matrix": metrics["confusion_matrix"]}))

@@ -145,11 +145,13 @@ def _menu_metrics(predictor, scores, unknown, progress) -> dict:
 
 def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress: bool = False,
              out: str | Path | None = None, unknown: str | Path | None = None,
-             against: str | Path | None = None) -> dict:
+             against: str | Path | None = None, runtime: str = "auto") -> dict:
     """Score a bundle on a split; classes are matched by folder name. Writes reports to `out` when given, and on a
     held-out split (one the model neither trained nor picked its epoch on) its headline figures into the bundle.
 
     against: a training folder; the test photos with a near-twin there (classify.twins) are listed in the metrics.
+    runtime: as `classify.load`'s; "onnx-int8" measures the 8-bit copy, and its figures stay out of the bundle's
+    card (held_out.json describes the model itself).
     """
     import classify
     from classify import calibration
@@ -158,7 +160,7 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
         raise ClassifyError(f"--unknown folder not found: {unknown}")
     if unknown is not None and not D.images_in(Path(unknown)):
         raise ClassifyError(f"no images found under --unknown {unknown}")
-    predictor = classify.load(run_dir)
+    predictor = classify.load(run_dir, runtime=runtime)
     split = resolve_split(data)
     classes = predictor.classes
     folders = sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -178,6 +180,7 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     metrics["skipped"] = [f"{path}: {reason}" for path, reason in cache.skipped]
     metrics["split"] = str(split)
     metrics["tta"] = tta
+    metrics["runtime"] = runtime
     metrics["held_out"] = is_held_out(split, predictor.bundle)
     if against is not None:
         from classify.twins import near_twins
@@ -191,7 +194,7 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
         report.write_errors(Path(out), errors, seen, metrics["n"], metrics["split"])
         calibration.plot_reliability(Path(out) / "reliability.png", probabilities, labels)
         (Path(out) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
-        if metrics["held_out"]:
+        if metrics["held_out"] and runtime != "onnx-int8":
             write_held_out(predictor.run_dir, metrics)
     return metrics
 

@@ -86,6 +86,9 @@ def test_held_out_figures_go_into_the_bundle_only_for_a_split_it_never_saw(train
     shutil.copytree(trained_bundle, bundle)
     evaluate(bundle, tiny_data_session / "valid", out=tmp_path / "on-valid")
     assert not (bundle / "held_out.json").exists()  # valid picked the epoch
+    int8 = evaluate(bundle, tiny_data_session / "test", out=tmp_path / "int8", runtime="onnx-int8")
+    assert int8["runtime"] == "onnx-int8" and int8["held_out"] is True and int8["accuracy"] >= 0.75
+    assert not (bundle / "held_out.json").exists()  # the card describes the model, not its 8-bit copy
     metrics = evaluate(bundle, tiny_data_session / "test", out=tmp_path / "on-test")
     held_out = json.loads((bundle / "held_out.json").read_text())
     assert metrics["held_out"] is True and held_out["n"] == 12 and held_out["accuracy"] == metrics["accuracy"]
