@@ -146,6 +146,8 @@ def model_card(predictor) -> str:
         ("Calibrated", f"temperature {bundle.temperature:g} fitted on the valid split" if bundle.calibrated
          else "no (made before calibration)"),
         ("Trained", str(bundle.created or "?")[:19].replace("T", " ")),
+        *([("Runs", "an 8-bit copy of the model (`--runtime onnx-int8`), about twice as fast; the figures above are "
+                    "the full model's")] if predictor.int8 else []),
     ]
     return "### Model card\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows)
 

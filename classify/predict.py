@@ -62,6 +62,7 @@ class Predictor:
         from classify import features, runtime as runtimes
         self.onnx = runtimes.forward_for(self.model, self.image_size, self.device, runtime,
                                          features.cache_folder("auto"), calibration=self.calibration_inputs)
+        self.int8 = runtime == "onnx-int8" and self.onnx is not None  # scoring with the 8-bit copy
         self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
         self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
         self.menu_bank = None

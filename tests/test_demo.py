@@ -525,12 +525,17 @@ def test_card_shows_held_out_figures_with_an_interval_or_labels_valid(predictor,
     assert demo.wilson_interval(8, 10) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
     card = demo.model_card(predictor)
     assert "valid split (used to pick the epoch)" in card and f"n={predictor.metrics['n']}" in card
+    assert "8-bit" not in card
     held = type("Held", (), {"bundle": predictor.bundle, "classes": predictor.classes, "metrics": predictor.metrics,
                              "held_out": {"split": "/data/test", "n": 200, "accuracy": 0.8, "top5": 0.97,
-                                          "average_position": 1.4}})()
+                                          "average_position": 1.4}, "int8": False})()
     card = demo.model_card(held)
     assert "80.0% on test (held out), 95% interval 73.9-85.0%, n=200" in card and "97.0%" in card
     assert "used to pick the epoch" not in card
+    # served with --runtime onnx-int8: the card says the figures are the full model's, not the copy's
+    import classify
+    int8 = classify.load(trained_bundle, runtime="onnx-int8")
+    assert "**Runs**: an 8-bit copy of the model" in demo.model_card(int8)
 
 
 def test_card_names_backbones_side_by_side_in_words_a_phone_can_wrap():
