@@ -12,6 +12,8 @@ Scores (higher: more like the menu), thresholds picked on food-dev valid of the 
   kNN           cosine similarity to the nearest training photo of the menu (the on-menu score's kNN part)
   kNN - exposed that minus the cosine similarity to the nearest supplied photo
   lower of the two each standardized by its valid scores' mean and spread: off the menu when either says so
+and, on a bundle per 7-class menu (`classify train`, no flags), the bundle's own rule (kNN + 2 x max-logit) alone and
+as the lower of it and kNN - exposed, standardized the same way.
   python bench/ood_exposure.py [--work /tmp/platekit-ood-exposure] [--model RUN_DIR] [--no-record]
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ KEEP = 0.95
 
 
 def features(model: Path, work: Path) -> dict:
-    """{set: (unit-norm pooled features, labels)} for food-dev train/valid, food-dev-extra and nonfood-dev."""
+    """{set: (pooled features, labels)} for food-dev train/valid, food-dev-extra and nonfood-dev."""
     store = work / "features.npz"
     if store.is_file():
         loaded = np.load(store)
@@ -56,15 +58,70 @@ def features(model: Path, work: Path) -> dict:
         for start in range(0, len(pairs), 64):
             batch = torch.stack([predictor.preprocess(path) for path, _ in pairs[start:start + 64]])
             xs.append(predictor.features_and_logits(batch)[0])
-        x = np.concatenate(xs)
-        out[name] = (x / np.linalg.norm(x, axis=1, keepdims=True), np.array([label for _, label in pairs]))
+        out[name] = (np.concatenate(xs), np.array([label for _, label in pairs]))
     work.mkdir(parents=True, exist_ok=True)
     np.savez(store, **{f"{k}_x": v[0] for k, v in out.items()}, **{f"{k}_y": v[1] for k, v in out.items()})
     return out
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def nearest(bank: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return (x @ bank.T).max(axis=1)
+    return (unit(x) @ unit(bank).T).max(axis=1)
+
+
+def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> list[dict]:
+    """The bundle's own rule (kNN + 2 x max-logit, a head trained on the 7 menu classes with `classify train`), alone
+    and as the lower of it and the exposed kNN score (each standardized on valid), one run per supplied dish."""
+    import torch
+
+    import classify
+    from classify import menu as M
+    from classify.train import RunConfig, train
+    from ood import subset_folder
+
+    menu = [c for c in range(10) if c not in left_out]
+    name = "menu-" + "-".join(map(str, menu))
+    out = work / "runs" / name
+    if not (out / "metrics.json").is_file():
+        train(RunConfig(data=str(subset_folder(work, FOOD_DEV, [classes[c] for c in menu], name)), out=str(out)))
+    p = classify.load(out, runtime="onnx")
+    order = [classes.index(c) for c in p.classes]
+
+    def part(split):
+        x, y = f[split]
+        return x[np.isin(y, order)]
+
+    def logits(x):
+        with torch.inference_mode():
+            return p.model.head(torch.from_numpy(x).float()).numpy()
+
+    def rule(x):  # as served: the bundle's bank holds train + valid
+        return p.menu_scores(x, logits(x))
+
+    def z(values, on_valid):
+        return (values - on_valid.mean()) / on_valid.std()
+
+    valid_x, train_x = part("valid"), part("train")
+    valid_rule = M.mixed(nearest(train_x, valid_x), logits(valid_x).max(1), p.bundle.menu_mix)  # as train fits it
+    results = []
+    for supplied in left_out:
+        unseen_x = f["extra"][0][np.isin(f["extra"][1], [c for c in left_out if c != supplied])]
+        exposed = np.concatenate([f[s][0][f[s][1] == supplied] for s in ("train", "valid")])
+        relative_valid = nearest(train_x, valid_x) - nearest(exposed, valid_x)
+
+        def lower(x, exposed=exposed, relative_valid=relative_valid):
+            return np.minimum(z(rule(x), valid_rule), z(nearest(train_x, x) - nearest(exposed, x), relative_valid))
+        z_valid = np.minimum(z(valid_rule, valid_rule), z(relative_valid, relative_valid))
+        run = {}
+        for label, score, threshold in (("bundle", rule, p.bundle.menu_threshold),
+                                        ("bundle+exposed", lower, np.quantile(z_valid, 1 - KEEP))):
+            run[label] = ((score(unseen_x) < threshold).mean(), (score(part("extra")) >= threshold).mean(),
+                          (score(f["nonfood"][0]) < threshold).mean())
+        results.append(run)
+    return results
 
 
 def one_run(f: dict, menu: list[int], exposed: np.ndarray, unseen: list[int]) -> dict:
@@ -112,7 +169,15 @@ def main() -> None:
                 runs[key].append(run if key == "food" else {k: v for k, v in run.items() if k != "kNN"})
             nonfood_run = one_run(f, menu, f["nonfood"][0], [c for c in left_out if c != one])
             runs["nonfood"].append({k: v for k, v in nonfood_run.items() if k != "kNN"})
+    classes = sorted(path.name for path in (FOOD_DEV / "train").iterdir() if path.is_dir())
+    bundled = [run for left_out in ROTATIONS for run in bundle_runs(f, work, left_out, classes)]
     rows = []
+    for name, label in (("bundle", "the bundle's rule, kNN + 2 x max-logit (nothing supplied; 2 unseen)"),
+                        ("bundle+exposed", "lower of the bundle's rule and kNN - exposed, standardized (one other "
+                                           "dish, 110 photos; 2 unseen)")):
+        rejected, kept, nonfood = (np.array(column) for column in zip(*[run[name] for run in bundled]))
+        rows.append([label, f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
+                     f"{100 * kept.mean():.1f} %", f"{100 * nonfood.mean():.1f} %"])
     givens = {"food": "one other dish, 110 photos; 2 unseen", "food2": "two other dishes, 220 photos; 1 unseen",
               "nonfood": "nonfood-dev, 468 photos; 2 unseen"}
     for supplied, name in itertools.product(givens, ("kNN", "kNN - exposed", "lower of the two, standardized")):
