@@ -12,6 +12,7 @@ import torch
 import classify
 from classify import ClassifyError
 from classify import data as D
+from classify.bundle import EXAMPLES_DIR
 
 FORMATS = ("onnx", "torchscript", "space", "web")
 FOLDER_FORMATS = ("space", "web")  # a Hugging Face Space, a static web app: folders written by classify.share
@@ -32,7 +33,7 @@ class ExportReport:
 
 
 def _check_images(predictor, check_data) -> torch.Tensor:
-    folder = Path(check_data) if check_data else predictor.run_dir / "examples"
+    folder = Path(check_data) if check_data else predictor.run_dir / EXAMPLES_DIR
     paths = D.images_in(folder) if folder.is_dir() else []
     if not paths:
         raise ClassifyError(f"no images to check the export on in {folder}; pass --check-data FOLDER")
@@ -135,13 +136,14 @@ def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None, fea
 
 
 def _export_int8(predictor, path: Path, x) -> np.ndarray:
-    """The int8 copy `--runtime onnx-int8` runs (same export, same calibration photos), written to `path`; its
-    softmax on `x`."""
+    """The int8 copy `--runtime onnx-int8` runs (same export, same calibration photos, from the same cache when it
+    is there), written to `path`; its softmax on `x`."""
     import onnxruntime
 
-    from classify.runtime import _quantized
+    from classify import features, runtime
 
-    path.write_bytes(_quantized(predictor.model, predictor.image_size, predictor.calibration_inputs()))
+    path.write_bytes(runtime.int8_model(predictor.model, predictor.image_size, predictor.calibration_inputs(),
+                                        features.cache_folder("auto")))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(["logits"], {"pixels": x.numpy()})[0]).softmax(-1).numpy()
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from classify import ClassifyError, images
+from classify.bundle import EXAMPLES_DIR
 from classify.files import write_new
 from classify.names import class_key, folder_name
 
@@ -69,7 +70,7 @@ def clean_label(text: str, classes: list[str] = ()) -> str:
 def own_photos(run_dir: str | Path) -> frozenset[str]:
     """The sha256s of a bundle's examples/: photos of its own valid split, which the demo offers as examples."""
     return frozenset(hashlib.sha256(path.read_bytes()).hexdigest()
-                     for path in sorted(Path(run_dir, "examples").rglob("*")) if path.is_file())
+                     for path in sorted(Path(run_dir, EXAMPLES_DIR).rglob("*")) if path.is_file())
 
 
 def record(folder: str | Path, data: bytes, label: str, prediction, classes: list[str] = (),

@@ -170,6 +170,12 @@ def _cached_model(model: torch.nn.Module, image_size: int, cache: Path | None,
     return str(path)
 
 
+def int8_model(model: torch.nn.Module, image_size: int, calibration: np.ndarray, cache: Path | None) -> bytes:
+    """The int8 copy's ONNX bytes, as `OnnxForward` runs them: read from the cache, or made (and cached) on a miss."""
+    found = _cached_model(model.cpu().eval(), image_size, cache, calibration=calibration)
+    return Path(found).read_bytes() if isinstance(found, str) else found
+
+
 def _evict(folder: Path, keep: Path) -> None:
     """Keep the KEEP_MODELS most recently used exports (one is 14-57 MB; every retrain makes a new one). Only files
     named as this module names them are touched."""
