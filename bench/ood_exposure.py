@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classify import menu as M
+
 sys.path.insert(0, str(Path(__file__).parent))
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
@@ -72,15 +74,29 @@ def nearest(bank: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (unit(x) @ unit(bank).T).max(axis=1)
 
 
+def of(f: dict, split: str, classes) -> np.ndarray:
+    """The features of `split`'s photos of `classes` (label indices)."""
+    x, y = f[split]
+    return x[np.isin(y, classes)]
+
+
+def z(values: np.ndarray, on_valid: np.ndarray) -> np.ndarray:
+    """`values` standardized by the valid photos' scores' mean and spread."""
+    return (values - on_valid.mean()) / on_valid.std()
+
+
+def shares(score, threshold: float, unseen_x, in_x, nonfood_x) -> tuple:
+    """(unseen dishes rejected, in-menu kept, non-food rejected) at `threshold`."""
+    return ((score(unseen_x) < threshold).mean(), (score(in_x) >= threshold).mean(),
+            (score(nonfood_x) < threshold).mean())
+
+
 def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> list[dict]:
     """The bundle's own rule (kNN + 2 x max-logit, a head trained on the 7 menu classes with `classify train`), alone
     and as the lower of it and the exposed kNN score (each standardized on valid), one run per supplied dish."""
-    import torch
-
     import classify
-    from classify import menu as M
     from classify.train import RunConfig, train
-    from ood import subset_folder
+    from ood import head_logits, subset_folder
 
     menu = [c for c in range(10) if c not in left_out]
     name = "menu-" + "-".join(map(str, menu))
@@ -90,59 +106,42 @@ def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> lis
     p = classify.load(out, runtime="onnx")
     order = [classes.index(c) for c in p.classes]
 
-    def part(split):
-        x, y = f[split]
-        return x[np.isin(y, order)]
-
-    def logits(x):
-        with torch.inference_mode():
-            return p.model.head(torch.from_numpy(x).float()).numpy()
-
     def rule(x):  # as served: the bundle's bank holds train + valid
-        return p.menu_scores(x, logits(x))
+        return p.menu_scores(x, head_logits(p, x))
 
-    def z(values, on_valid):
-        return (values - on_valid.mean()) / on_valid.std()
-
-    valid_x, train_x = part("valid"), part("train")
-    valid_rule = M.mixed(nearest(train_x, valid_x), logits(valid_x).max(1), p.bundle.menu_mix)  # as train fits it
+    valid_x, train_x, in_x = of(f, "valid", order), of(f, "train", order), of(f, "extra", order)
+    valid_rule = M.mixed(nearest(train_x, valid_x), head_logits(p, valid_x).max(1), p.bundle.menu_mix)  # as train
     results = []
     for supplied in left_out:
-        unseen_x = f["extra"][0][np.isin(f["extra"][1], [c for c in left_out if c != supplied])]
-        exposed = np.concatenate([f[s][0][f[s][1] == supplied] for s in ("train", "valid")])
+        unseen_x = of(f, "extra", [c for c in left_out if c != supplied])
+        exposed = np.concatenate([of(f, split, [supplied]) for split in ("train", "valid")])
         relative_valid = nearest(train_x, valid_x) - nearest(exposed, valid_x)
 
         def lower(x, exposed=exposed, relative_valid=relative_valid):
             return np.minimum(z(rule(x), valid_rule), z(nearest(train_x, x) - nearest(exposed, x), relative_valid))
         z_valid = np.minimum(z(valid_rule, valid_rule), z(relative_valid, relative_valid))
-        run = {}
-        for label, score, threshold in (("bundle", rule, p.bundle.menu_threshold),
-                                        ("bundle+exposed", lower, np.quantile(z_valid, 1 - KEEP))):
-            run[label] = ((score(unseen_x) < threshold).mean(), (score(part("extra")) >= threshold).mean(),
-                          (score(f["nonfood"][0]) < threshold).mean())
-        results.append(run)
+        results.append({"bundle": shares(rule, p.bundle.menu_threshold, unseen_x, in_x, f["nonfood"][0]),
+                        "bundle+exposed": shares(lower, M.pick_threshold(z_valid, KEEP), unseen_x, in_x,
+                                                 f["nonfood"][0])})
     return results
 
 
 def one_run(f: dict, menu: list[int], exposed: np.ndarray, unseen: list[int]) -> dict:
     """Rejected share of the unseen dishes and kept share of in-menu extra, per score, at valid's 95 % threshold."""
-    train_x = f["train"][0][np.isin(f["train"][1], menu)]
-    valid_x = f["valid"][0][np.isin(f["valid"][1], menu)]
-    in_x = f["extra"][0][np.isin(f["extra"][1], menu)]
-    unseen_x = f["extra"][0][np.isin(f["extra"][1], unseen)]
-    def standardized(score):
-        on_valid = score(valid_x)
-        return lambda x: (score(x) - on_valid.mean()) / on_valid.std()
+    train_x, valid_x, in_x = of(f, "train", menu), of(f, "valid", menu), of(f, "extra", menu)
+    unseen_x = of(f, "extra", unseen)
+    knn_valid = nearest(train_x, valid_x)
+    relative_valid = knn_valid - nearest(exposed, valid_x)
 
-    knn = standardized(lambda x: nearest(train_x, x))
-    relative = standardized(lambda x: nearest(train_x, x) - nearest(exposed, x))
-    result = {}
-    for name, score in (("kNN", knn), ("kNN - exposed", relative),
-                        ("lower of the two, standardized", lambda x: np.minimum(knn(x), relative(x)))):
-        threshold = np.quantile(score(valid_x), 1 - KEEP)
-        result[name] = ((score(unseen_x) < threshold).mean(), (score(in_x) >= threshold).mean(),
-                        (score(f["nonfood"][0]) < threshold).mean())
-    return result
+    def knn(x):
+        return z(nearest(train_x, x), knn_valid)
+
+    def relative(x):
+        return z(nearest(train_x, x) - nearest(exposed, x), relative_valid)
+
+    return {name: shares(score, M.pick_threshold(score(valid_x), KEEP), unseen_x, in_x, f["nonfood"][0])
+            for name, score in (("kNN", knn), ("kNN - exposed", relative),
+                                ("lower of the two, standardized", lambda x: np.minimum(knn(x), relative(x))))}
 
 
 def main() -> None:
