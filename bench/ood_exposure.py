@@ -12,8 +12,10 @@ Scores (higher: more like the menu), thresholds picked on food-dev valid of the 
   kNN           cosine similarity to the nearest training photo of the menu (the on-menu score's kNN part)
   kNN - exposed that minus the cosine similarity to the nearest supplied photo
   lower of the two each standardized by its valid scores' mean and spread: off the menu when either says so
-and, on a bundle per 7-class menu (`classify train`, no flags), the bundle's own rule (kNN + 2 x max-logit) alone and
-as the lower of it and kNN - exposed, standardized the same way.
+  classifier    -log p(not on the menu) of classify.menu.fit_exposure's classifier (the menu's classes + 1) alone
+and the bundles' own rules as served: a 7-class bundle with nothing supplied (`classify train`, no flags: kNN +
+2 x max-logit), and one per supplied set trained with `classify train --not-on-menu` (the lower of that and the
+classifier's score, standardized on valid: classify.menu.EXPOSED).
   python bench/ood_exposure.py [--work /tmp/platekit-ood-exposure] [--model RUN_DIR] [--no-record]
 """
 from __future__ import annotations
@@ -92,37 +94,39 @@ def shares(score, threshold: float, unseen_x, in_x, nonfood_x) -> tuple:
 
 
 def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> list[dict]:
-    """The bundle's own rule (kNN + 2 x max-logit, a head trained on the 7 menu classes with `classify train`), alone
-    and as the lower of it and the exposed kNN score (each standardized on valid), one run per supplied dish."""
+    """The bundles' own rules as served (Predictor.menu_scores, each bundle's own threshold): one 7-class bundle with
+    nothing supplied (`classify train`, no flags) and one per supplied set with `--not-on-menu` (one dish, 110
+    photos: 2 unseen; two dishes, 220 photos: 1 unseen)."""
     import classify
     from classify.train import RunConfig, train
     from ood import head_logits, subset_folder
 
     menu = [c for c in range(10) if c not in left_out]
     name = "menu-" + "-".join(map(str, menu))
-    out = work / "runs" / name
-    if not (out / "metrics.json").is_file():
-        train(RunConfig(data=str(subset_folder(work, FOOD_DEV, [classes[c] for c in menu], name)), out=str(out)))
-    p = classify.load(out, runtime="onnx")
-    order = [classes.index(c) for c in p.classes]
+    data = subset_folder(work, FOOD_DEV, [classes[c] for c in menu], name)
 
-    def rule(x):  # as served: the bundle's bank holds train + valid
-        return p.menu_scores(x, head_logits(p, x))
+    def served(out: Path, not_on_menu: Path | None = None):
+        if not (out / "metrics.json").is_file():
+            train(RunConfig(data=str(data), out=str(out), not_on_menu=None if not_on_menu is None else str(not_on_menu)))
+        p = classify.load(out, runtime="onnx")
+        return p, [classes.index(c) for c in p.classes]
 
-    valid_x, train_x, in_x = of(f, "valid", order), of(f, "train", order), of(f, "extra", order)
-    valid_rule = M.mixed(nearest(train_x, valid_x), head_logits(p, valid_x).max(1), p.bundle.menu_mix)  # as train
+    def shares_of(p, order, unseen):
+        def rule(x):  # as served: the bundle's bank holds train + valid
+            return p.menu_scores(x, head_logits(p, x))
+        return shares(rule, p.bundle.menu_threshold, of(f, "extra", unseen), of(f, "extra", order), f["nonfood"][0])
+
+    plain, order = served(work / "runs" / name)
     results = []
-    for supplied in left_out:
-        unseen_x = of(f, "extra", [c for c in left_out if c != supplied])
-        exposed = np.concatenate([of(f, split, [supplied]) for split in ("train", "valid")])
-        relative_valid = nearest(train_x, valid_x) - nearest(exposed, valid_x)
-
-        def lower(x, exposed=exposed, relative_valid=relative_valid):
-            return np.minimum(z(rule(x), valid_rule), z(nearest(train_x, x) - nearest(exposed, x), relative_valid))
-        z_valid = np.minimum(z(valid_rule, valid_rule), z(relative_valid, relative_valid))
-        results.append({"bundle": shares(rule, p.bundle.menu_threshold, unseen_x, in_x, f["nonfood"][0]),
-                        "bundle+exposed": shares(lower, M.pick_threshold(z_valid, KEEP), unseen_x, in_x,
-                                                 f["nonfood"][0])})
+    for one in left_out:
+        result = {"bundle": shares_of(plain, order, [c for c in left_out if c != one])}
+        for key, supplied in (("bundle+1", [one]), ("bundle+2", [c for c in left_out if c != one])):
+            tag = "-".join(map(str, supplied))
+            other = subset_folder(work, FOOD_DEV, [classes[c] for c in supplied], f"other-{tag}")
+            p, _ = served(work / "runs" / f"{name}-not-{tag}", other)
+            assert p.bundle.menu_method == "knn+max-logit+exposed"
+            result[key] = shares_of(p, order, [c for c in left_out if c not in supplied])
+        results.append(result)
     return results
 
 
@@ -139,8 +143,14 @@ def one_run(f: dict, menu: list[int], exposed: np.ndarray, unseen: list[int]) ->
     def relative(x):
         return z(nearest(train_x, x) - nearest(exposed, x), relative_valid)
 
+    labels = f["train"][1][np.isin(f["train"][1], menu)]
+    exposure = M.fit_exposure(train_x, labels, exposed)
+
+    def classifier(x):
+        return M.exposure_scores(exposure, x)
+
     return {name: shares(score, M.pick_threshold(score(valid_x), KEEP), unseen_x, in_x, f["nonfood"][0])
-            for name, score in (("kNN", knn), ("kNN - exposed", relative),
+            for name, score in (("kNN", knn), ("kNN - exposed", relative), ("classifier", classifier),
                                 ("lower of the two, standardized", lambda x: np.minimum(knn(x), relative(x))))}
 
 
@@ -172,14 +182,15 @@ def main() -> None:
     bundled = [run for left_out in ROTATIONS for run in bundle_runs(f, work, left_out, classes)]
     rows = []
     for name, label in (("bundle", "the bundle's rule, kNN + 2 x max-logit (nothing supplied; 2 unseen)"),
-                        ("bundle+exposed", "lower of the bundle's rule and kNN - exposed, standardized (one other "
-                                           "dish, 110 photos; 2 unseen)")):
+                        ("bundle+1", "a bundle trained with --not-on-menu (one other dish, 110 photos; 2 unseen)"),
+                        ("bundle+2", "a bundle trained with --not-on-menu (two other dishes, 220 photos; 1 unseen)")):
         rejected, kept, nonfood = (np.array(column) for column in zip(*[run[name] for run in bundled]))
         rows.append([label, f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
                      f"{100 * kept.mean():.1f} %", f"{100 * nonfood.mean():.1f} %"])
     givens = {"food": "one other dish, 110 photos; 2 unseen", "food2": "two other dishes, 220 photos; 1 unseen",
               "nonfood": "nonfood-dev, 468 photos; 2 unseen"}
-    for supplied, name in itertools.product(givens, ("kNN", "kNN - exposed", "lower of the two, standardized")):
+    for supplied, name in itertools.product(givens, ("kNN", "kNN - exposed", "lower of the two, standardized",
+                                                     "classifier")):
         values = [run[name] for run in runs[supplied] if name in run]
         if not values:
             continue

@@ -11,6 +11,8 @@ from classify.options import read_text
 # 1: the untyped dict of the first bundles (no "format_version" key). 2: adds temperature, the on-menu statistics
 # (menu.safetensors) and threshold, and the training splits' folders. 3: the on-menu score may mix the kNN
 # similarity with the head's largest logit (menu_method "knn+max-logit", menu_mix): a reader of 2 would misread it.
+# Still 3 with `train --not-on-menu` (menu_method "knn+max-logit+exposed", its classifier in menu.safetensors): the
+# readers of 3 made before it refuse that method by name ("upgrade platekit") rather than misread it.
 FORMAT_VERSION = 3
 REQUIRED = ("config.json", "model.safetensors")
 MENU_FILE = "menu.safetensors"        # on-menu statistics (classify.menu), safetensors: no pickle

@@ -65,13 +65,17 @@ class Predictor:
         self.int8 = runtime == "onnx-int8" and self.onnx is not None  # scoring with the 8-bit copy
         self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
         self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
-        self.menu_bank = None
+        self.menu_bank, self.menu_exposure = None, None
         if self.bundle.menu_method is not None and (self.bundle.menu_method not in menu.METHODS or (
                 self.bundle.menu_method != "knn" and not isinstance(self.bundle.menu_mix, dict))):
             raise ClassifyError(f"{self.run_dir / 'config.json'} has an on-menu method this platekit does not know "
                                 f"({self.bundle.menu_method!r}, or its menu_mix is missing): upgrade platekit")
         if self.bundle.menu_method is not None and (self.run_dir / bundle_format.MENU_FILE).is_file():
-            self.menu_bank = menu.load(self.run_dir / bundle_format.MENU_FILE).to(self.device)
+            self.menu_bank, self.menu_exposure = menu.load(self.run_dir / bundle_format.MENU_FILE)
+            self.menu_bank = self.menu_bank.to(self.device)
+            if self.bundle.menu_method == menu.EXPOSED and self.menu_exposure is None:
+                raise ClassifyError(f"{self.run_dir / bundle_format.MENU_FILE} lacks the not-on-the-menu classifier "
+                                    f"its config.json's rule ({menu.EXPOSED!r}) needs: train the bundle again")
         if not self.bundle.calibrated:
             log.warning("%s was made before calibration: probabilities use temperature 1", self.run_dir)
         if self.menu_bank is None:
@@ -125,7 +129,10 @@ class Predictor:
         knn = menu.scores(self.menu_bank, torch.as_tensor(features).to(self.device), k=self.bundle.menu_k)
         if self.bundle.menu_method == "knn":
             return knn
-        return menu.mixed(knn, np.asarray(logits).max(axis=1), self.bundle.menu_mix)
+        rule = menu.mixed(knn, np.asarray(logits).max(axis=1), self.bundle.menu_mix)
+        if self.bundle.menu_method != menu.EXPOSED:
+            return rule
+        return menu.exposed(rule, menu.exposure_scores(self.menu_exposure, features), self.bundle.menu_mix)
 
     def on_menu(self, scores: np.ndarray | None, n: int) -> np.ndarray:
         if scores is None:

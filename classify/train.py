@@ -57,6 +57,8 @@ class RunConfig:
     examples_per_class: int = 3
     mlflow: str | None = None            # tracking URI ("" for the default ./mlruns)
     keep: float = menu.KEEP              # share of valid photos the on-menu threshold keeps on the menu
+    not_on_menu: str | None = None       # a folder of photos that are none of the classes (any depth): the on-menu
+                                         # score learns to tell them apart (classify.menu.EXPOSED)
 
     def check(self) -> None:
         if self.freeze not in STRATEGIES:
@@ -69,6 +71,10 @@ class RunConfig:
             raise ClassifyError(f"--aug must be between 0 and 1, not {self.aug}")
         if not 0 < self.keep <= 1:
             raise ClassifyError(f"--keep must be above 0 and at most 1, not {self.keep}")
+        if self.not_on_menu is not None and not Path(self.not_on_menu).is_dir():
+            raise ClassifyError(f"--not-on-menu {self.not_on_menu} is not a folder")
+        if self.not_on_menu is not None and not D.images_in(Path(self.not_on_menu)):
+            raise ClassifyError(f"--not-on-menu {self.not_on_menu} holds no images")
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0 or self.backbone_lr_scale < 0:
             raise ClassifyError("--batch-size must be >= 1, --epochs >= 0, --lr > 0 and --backbone-lr-scale >= 0")
 
@@ -189,6 +195,30 @@ class Inputs:
     @property
     def views(self) -> int:
         return 0 if self.train_features is None else len(self.train_features)
+
+
+def load_outside(folder: str | None, cache_px: int, train: D.ImageCache, valid: D.ImageCache, progress: bool,
+                 log) -> D.ImageCache | None:
+    """`--not-on-menu`'s photos decoded (None without it), less any that are also in train or valid (same content):
+    a menu photo there would teach the score to reject the menu."""
+    if folder is None:
+        return None
+    if len(valid.labels) < menu.MIN_VALID_FOR_MIX:
+        log(f"--not-on-menu not used: valid has fewer than {menu.MIN_VALID_FOR_MIX} photos to standardize by")
+        return None
+    cache = D.load_cache([D.Sample(path, -1) for path in D.images_in(Path(folder))], cache_px, progress=progress,
+                         desc="decode not-on-menu")
+    for path, reason in cache.skipped:
+        log(f"skipped {path}: {reason}")
+    ours = set(train.keys.tolist()) | set(valid.keys.tolist())
+    keep = torch.tensor([key not in ours for key in cache.keys.tolist()], dtype=torch.bool)
+    if not keep.all():
+        log(f"--not-on-menu: {int((~keep).sum())} photo(s) left out, the same as photos in train or valid")
+    if not keep.any():
+        raise ClassifyError(f"--not-on-menu {folder} has no readable photos that are not also in --data")
+    log(f"--not-on-menu: {int(keep.sum())} photo(s) from {folder}")
+    return D.ImageCache(cache.images[keep], cache.labels[keep], tuple(p for p, k in zip(cache.paths, keep) if k),
+                        cache.skipped, cache.keys[keep])
 
 
 def load_splits(layout: D.DataLayout, cache_px: int, progress: bool, log) -> tuple[D.ImageCache, D.ImageCache, dict]:
@@ -332,6 +362,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     image_size = config.image_size or spec.image_size
     cache_px = D.eval_size(image_size, spec.crop_pct)
     train_cache, valid_cache, counts = load_splits(layout, cache_px, progress, log)
+    outside = load_outside(config.not_on_menu, cache_px, train_cache, valid_cache, progress, log)
     epochs = config.epochs or default_epochs(strategy, device)
     patience = config.patience or default_patience(strategy, epochs, device)
     backbone_lr_scale = config.backbone_lr_scale or default_backbone_lr_scale(strategy)
@@ -356,8 +387,8 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     model.eval()
     valid_logits = validate(parts, inputs, accelerator).numpy()
     temperature, metrics = score_valid(valid_logits, inputs, layout.classes)
-    (menu_method, menu_threshold, menu_mix), bank = menu_statistics(model, inputs, strategy, accelerator, config.keep,
-                                                                    valid_logits)
+    (menu_method, menu_threshold, menu_mix), bank, exposure = menu_statistics(model, inputs, strategy, accelerator,
+                                                                              config.keep, valid_logits, outside)
     log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
         f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of valid")
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
@@ -374,7 +405,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
         "format_version": bundle_format.FORMAT_VERSION,
     }
     if accelerator.is_main_process:
-        write_run(out, model, config, resolved, metrics, history, bank, layout)
+        write_run(out, model, config, resolved, metrics, history, (bank, exposure), layout)
     accelerator.wait_for_everyone()  # no process returns (and reads the bundle) before the main one has written it
     skipped = train_cache.skipped + valid_cache.skipped
     return TrainResult(out, metrics, history, skipped, counts, accelerator.is_main_process)
@@ -503,9 +534,11 @@ def score_valid(logits: np.ndarray, inputs: Inputs, classes) -> tuple[float, dic
 
 
 def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator, keep: float,
-                    valid_logits: np.ndarray) -> tuple[tuple[str, float, dict | None], torch.Tensor]:
-    """The on-menu rule (method, threshold, mix of the two scores: classify.menu.fit_rule) and the bank of normalized
-    pooled features (train and valid) the kNN part is measured against."""
+                    valid_logits: np.ndarray, outside: D.ImageCache | None = None
+                    ) -> tuple[tuple[str, float, dict | None], torch.Tensor, dict | None]:
+    """The on-menu rule (method, threshold, mix of the scores: classify.menu.fit_rule), the bank of normalized
+    pooled features (train and valid) the kNN part is measured against, and with `outside` (photos not on the menu)
+    the classifier telling them apart (classify.menu.fit_exposure; None without)."""
     if strategy == "all":  # the cached centre views are the pooled features
         train_features, valid_features = inputs.train_features[0].float(), inputs.valid_features.float()
     else:
@@ -515,8 +548,13 @@ def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator
     # user's is); the bank then holds the valid photos too: more of each dish to be near, so at least `keep` of new
     # in-menu photos stay on the menu (measured in bench/ood.py on food-dev-extra).
     valid_knn = menu.scores(menu.normalized(train_features), valid_features)
-    rule = menu.fit_rule(valid_knn, valid_logits.max(1), keep)
-    return rule, menu.normalized(torch.cat([train_features, valid_features]))
+    exposure = None
+    if outside is not None:
+        outside_features = pooled_features(model.backbone, outside, inputs, accelerator)
+        exposure = menu.fit_exposure(train_features, inputs.train.labels.numpy(), outside_features)
+    rule = menu.fit_rule(valid_knn, valid_logits.max(1), keep,
+                         None if exposure is None else menu.exposure_scores(exposure, valid_features))
+    return rule, menu.normalized(torch.cat([train_features, valid_features])), exposure
 
 
 def pooled_features(backbone: nn.Module, cache: D.ImageCache, inputs: Inputs, accelerator,
@@ -532,11 +570,11 @@ def pooled_features(backbone: nn.Module, cache: D.ImageCache, inputs: Inputs, ac
 
 
 def write_run(out: Path, model: nn.Module, config: RunConfig, resolved: dict, metrics: dict, history: list,
-              bank: torch.Tensor, layout: D.DataLayout) -> None:
+              menu_statistics: tuple[torch.Tensor, dict | None], layout: D.DataLayout) -> None:
     """The whole bundle (weights, config, on-menu statistics, reports, examples), then the checkpoint removed."""
     from classify.evaluate import write_reports
 
-    menu.save(out / bundle_format.MENU_FILE, bank)
+    menu.save(out / bundle_format.MENU_FILE, *menu_statistics)
     write_bundle(out, model, config, resolved, metrics, history)
     write_reports(out, metrics, layout.classes)
     _write_examples(out, layout, config.examples_per_class)

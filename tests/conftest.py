@@ -76,6 +76,25 @@ def trained_bundle(tiny_data_session, tmp_path_factory) -> Path:
     return out
 
 
+OTHER_DISH = (230, 120, 30)  # orange blobs: not on the tiny menu, but nearer its red soup than paper is
+
+
+def make_other_dishes(folder: Path, count: int, first_seed: int) -> list[Path]:
+    """Photos of a dish that is not on the tiny menu, in nested folders (--not-on-menu reads any depth)."""
+    return [make_image(folder / f"batch{i % 2}" / f"{i}.jpg", OTHER_DISH, first_seed + i) for i in range(count)]
+
+
+@pytest.fixture(scope="session")
+def exposed_bundle(tiny_data_session, tmp_path_factory) -> Path:
+    """trained_bundle's settings with --not-on-menu: 12 photos of another dish supplied at training time."""
+    from classify.train import RunConfig, train
+
+    root = tmp_path_factory.mktemp("exposed")
+    make_other_dishes(root / "other", 12, first_seed=5000)
+    train(RunConfig(data=str(tiny_data_session), out=str(root / "run"), **FAST, not_on_menu=str(root / "other")))
+    return root / "run"
+
+
 @pytest.fixture
 def own_bundle(trained_bundle, tmp_path) -> Path:
     """A copy of trained_bundle for a test that writes into its bundle (`evaluate --out` on a held-out split adds

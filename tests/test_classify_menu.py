@@ -132,3 +132,109 @@ def test_bundles_with_the_plain_knn_rule_keep_it_and_unknown_rules_are_refused(t
         (old / "config.json").write_text(json.dumps({**config, "format_version": 3, "menu_method": method}))
         assert_refused(run("classify", "predict", "--model", old, paths[0]), "on-menu method", "upgrade platekit",
                        code=2)
+
+
+# -- photos not on the menu given at training time (--not-on-menu) -------------------------------------------------
+
+def clusters(rng, centres, n, spread=0.25):
+    """`n` points around each of `centres` (rows), and their cluster index."""
+    points = np.concatenate([centre + spread * rng.normal(size=(n, len(centre))) for centre in centres])
+    return points, np.repeat(np.arange(len(centres)), n)
+
+
+def test_exposure_map_is_the_fitted_classifier_folded_onto_unit_features():
+    """exposure_scores gives -log p(not on the menu) of sklearn's own pipeline (standardize, logistic regression),
+    with the standardization folded into one linear map: what the web page applies too."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    inside, labels = clusters(rng, centres[:3], 30)
+    outside, _ = clusters(rng, centres[3:], 20)
+    exposure = menu.fit_exposure(inside, labels, outside)
+    assert exposure["exposure_weight"].shape == (4, 16) and exposure["exposure_bias"].shape == (4,)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    scaler = StandardScaler().fit(unit(inside))
+    fitted = LogisticRegression(C=menu.EXPOSURE_C, max_iter=3000).fit(
+        scaler.transform(unit(np.r_[inside, outside])), np.r_[labels, np.full(len(outside), 3)])
+    new_inside, _ = clusters(rng, centres[:3], 10)
+    new_outside, _ = clusters(rng, centres[3:], 10)
+    for points in (new_inside, new_outside):
+        expected = -fitted.predict_log_proba(scaler.transform(unit(points)))[:, -1]
+        assert menu.exposure_scores(exposure, points) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert menu.exposure_scores(exposure, new_inside).min() > menu.exposure_scores(exposure, new_outside).max()
+
+
+def test_the_exposed_rule_rejects_a_dish_near_the_menu_that_the_plain_rule_keeps():
+    """A dish beside a menu dish: near enough to the menu for kNN + max-logit to keep most of it, but like the
+    supplied photos, so the lower of the two standardized scores rejects it; valid keeps the share asked for."""
+    rng = np.random.default_rng(1)
+    a, b = np.eye(32)[0] * 3, np.eye(32)[1] * 3
+    centres = np.stack([a, b, a + np.eye(32)[2] * 1.2])
+    train_x, train_y = clusters(rng, centres[:2], 40)
+    valid_x, _ = clusters(rng, centres[:2], 20)
+    supplied, _ = clusters(rng, centres[2:], 30)
+    unseen, _ = clusters(rng, centres[2:], 30)
+    bank = menu.normalized(train_x)
+    head = lambda x: np.abs(x[:, :2])  # noqa: E731  a stand-in head: the two menu dishes' logits
+    exposure = menu.fit_exposure(train_x, train_y, supplied)
+    method, threshold, mix = menu.fit_rule(menu.scores(bank, valid_x), head(valid_x).max(1), 0.9,
+                                           menu.exposure_scores(exposure, valid_x))
+    assert method == menu.EXPOSED and set(mix) >= {"rule_mean", "rule_std", "exposure_mean", "exposure_std"}
+
+    def plain(x):
+        return menu.mixed(menu.scores(bank, x), head(x).max(1), mix)
+
+    def exposed(x):
+        return menu.exposed(plain(x), menu.exposure_scores(exposure, x), mix)
+    assert (exposed(valid_x) >= threshold).mean() == pytest.approx(0.9)
+    plain_threshold = menu.pick_threshold(plain(valid_x), 0.9)
+    assert (plain(unseen) >= plain_threshold).mean() >= 0.5  # the plain rule keeps most of the unseen dish
+    assert (exposed(unseen) >= threshold).mean() <= 0.1
+    assert exposed(unseen) == pytest.approx(np.minimum((plain(unseen) - mix["rule_mean"]) / mix["rule_std"], (
+        menu.exposure_scores(exposure, unseen) - mix["exposure_mean"]) / mix["exposure_std"]))
+
+
+def test_a_bundle_trained_with_not_on_menu_photos_scores_with_the_exposed_rule(exposed_bundle, trained_bundle,
+                                                                               tiny_data_session, tmp_path):
+    from safetensors.torch import load_file
+
+    config = json.loads((exposed_bundle / "config.json").read_text())
+    assert config["menu_method"] == menu.EXPOSED and config["not_on_menu"].endswith("other")
+    tensors = load_file(str(exposed_bundle / "menu.safetensors"))
+    assert tensors["exposure_weight"].shape == (3 + 1, tensors["bank"].shape[1]) and len(tensors["exposure_bias"]) == 4
+    predictor, plain = classify.load(exposed_bundle), classify.load(trained_bundle)
+    paths = sorted((tiny_data_session / "test").rglob("*.jpg"))
+    features, logits = predictor.features_and_logits(torch.stack([predictor.preprocess(p) for p in paths]))
+    rule = menu.mixed(menu.scores(predictor.menu_bank, features), logits.max(1), predictor.bundle.menu_mix)
+    scores = predictor.menu_scores(features, logits)
+    assert scores == pytest.approx(menu.exposed(rule, menu.exposure_scores(predictor.menu_exposure, features),
+                                                predictor.bundle.menu_mix))
+    assert not np.allclose(scores, plain.menu_scores(features, logits))  # the same weights (feature cache, seed)
+    papers = [make_nonfood(tmp_path / "unknown" / f"{i}.png", seed=i) for i in range(4)]
+    done = run("classify", "evaluate", "--model", exposed_bundle, "--data", tiny_data_session / "test", "--json",
+               "--unknown", tmp_path / "unknown")
+    assert done.returncode == 0, done.stderr
+    unknown = json.loads(done.stdout)["unknown"]
+    assert (unknown["n"], unknown["auroc"], unknown["rejected"]) == (4, 1.0, 1.0)
+    # an older platekit's reader (format 3, two methods) refuses the rule by name instead of misreading it
+    broken = tmp_path / "broken"
+    shutil.copytree(exposed_bundle, broken)
+    from safetensors.torch import save_file
+    save_file({"bank": tensors["bank"]}, str(broken / "menu.safetensors"))
+    assert_refused(run("classify", "predict", "--model", broken, paths[0]), "not-on-the-menu classifier", code=2)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "all_in_data"])
+def test_bad_not_on_menu_folders(case, tiny_data_session, tmp_path):
+    (tmp_path / "empty").mkdir()
+    folder, words = {"missing": (tmp_path / "nope", ["--not-on-menu", "not a folder"]),
+                     "empty": (tmp_path / "empty", ["--not-on-menu", "no images"]),
+                     "all_in_data": (tiny_data_session / "train" / "red_soup", ["--not-on-menu", "also in --data"]),
+                     }[case]
+    before = tree_digest(tmp_path)
+    fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    assert_refused(run("classify", "train", "--data", tiny_data_session, "--out", tmp_path / "run", *fast,
+                       "--not-on-menu", folder), *words, code=2)
+    assert tree_digest(tmp_path) == before and not (tmp_path / "run").exists()

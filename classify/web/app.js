@@ -36,27 +36,58 @@
     return table;
   }
 
-  // The bundle's menu.safetensors (classify/menu.py: "bank", N x D unit vectors, float16) → {rows, dims, data}.
-  // Read by hand: the format is an 8-byte header length, a JSON header, then the raw tensor.
+  // The bundle's menu.safetensors (classify/menu.py: "bank", N x D unit vectors, float16; with --not-on-menu also
+  // "exposure_weight" (C+1) x D and "exposure_bias", float32) → {rows, dims, data, exposure: {weight, bias} | null}.
+  // Read by hand: the format is an 8-byte header length, a JSON header, then the raw tensors.
   async function loadBank(file) {
     const buffer = await (await fetch(file)).arrayBuffer();
     const headerLength = Number(new DataView(buffer).getBigUint64(0, true));
     const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, headerLength)));
-    const { dtype, shape, data_offsets: [start, end] } = header.bank;
+    const bytes = (name) => buffer.slice(8 + headerLength + header[name].data_offsets[0],
+      8 + headerLength + header[name].data_offsets[1]);
+    const { dtype, shape } = header.bank;
     if (dtype !== "F16" || shape.length !== 2) throw new Error(`unexpected on-menu statistics (${dtype} ${shape})`);
-    const half = new Uint16Array(buffer.slice(8 + headerLength + start, 8 + headerLength + end));
+    const half = new Uint16Array(bytes("bank"));
     const table = halfTable(), data = new Float32Array(half.length);
     for (let i = 0; i < half.length; i++) data[i] = table[half[i]];
-    return { rows: shape[0], dims: shape[1], data };
+    let exposure = null;
+    if (header.exposure_weight && header.exposure_bias) {
+      if (header.exposure_weight.dtype !== "F32" || header.exposure_bias.dtype !== "F32")
+        throw new Error("unexpected on-menu statistics (exposure map not float32)");
+      exposure = { weight: new Float32Array(bytes("exposure_weight")), bias: new Float32Array(bytes("exposure_bias")) };
+    }
+    return { rows: shape[0], dims: shape[1], data, exposure };
   }
 
   // Predictor.menu_scores for one photo: the cosine similarity of its pooled features to their k-th nearest row of
-  // the bank, mixed with the largest logit where the bundle says so (classify.menu.mixed).
+  // the bank, mixed with the largest logit where the bundle says so (classify.menu.mixed), and the lower of that and
+  // the not-on-the-menu classifier's score with --not-on-menu (classify.menu.exposed).
   function menuScore(features, logits) {
-    const knn = nearest(features), mix = settings.menu.mix;
-    if (settings.menu.method !== "knn+max-logit") return knn;
-    return (knn - mix.knn_mean) / mix.knn_std +
+    const knn = nearest(features), mix = settings.menu.mix, method = settings.menu.method;
+    if (method !== "knn+max-logit" && method !== "knn+max-logit+exposed") return knn;
+    const rule = (knn - mix.knn_mean) / mix.knn_std +
       mix.max_logit_weight * (Math.max(...logits) - mix.max_logit_mean) / mix.max_logit_std;
+    if (method === "knn+max-logit") return rule;
+    return Math.min((rule - mix.rule_mean) / mix.rule_std,
+      (exposureScore(features) - mix.exposure_mean) / mix.exposure_std);
+  }
+
+  // classify.menu.exposure_scores for one photo: -log p(not on the menu) of the linear map on its unit features.
+  function exposureScore(features) {
+    const { weight, bias } = bank.exposure, outputs = bias.length, dims = features.length;
+    let norm = 0;
+    for (let j = 0; j < dims; j++) norm += features[j] * features[j];
+    norm = Math.sqrt(norm) || 1;
+    const logits = new Float64Array(outputs);
+    for (let c = 0; c < outputs; c++) {
+      let dot = 0;
+      for (let j = 0, offset = c * dims; j < dims; j++) dot += weight[offset + j] * features[j];
+      logits[c] = dot / norm + bias[c];
+    }
+    const top = Math.max(...logits);
+    let total = 0;
+    for (let c = 0; c < outputs; c++) total += Math.exp(logits[c] - top);
+    return -(logits[outputs - 1] - top - Math.log(total)); // -log softmax of the last, "not on the menu"
   }
 
   // classify.menu.scores for one photo: the cosine similarity of its pooled features to their k-th nearest row.
@@ -148,6 +179,8 @@
       ort.env.wasm.numThreads = 1; // threads need a cross-origin isolated page, which plain static hosting is not
       session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
       if (settings.menu) bank = await loadBank(settings.menu.file);
+      if (bank && settings.menu.method === "knn+max-logit+exposed" && !bank.exposure)
+        throw new Error("its on-menu statistics lack the not-on-the-menu classifier");
     } catch (error) {
       show(`The model could not be loaded (${error.message || error}).`, "error");
       return;
