@@ -145,11 +145,24 @@ def model_card(predictor) -> str:
         *score_rows(predictor.held_out if honest else predictor.metrics, honest),
         ("Calibrated", f"temperature {bundle.temperature:g} fitted on the valid split" if bundle.calibrated
          else "no (made before calibration)"),
+        *menu_rows(bundle),
         ("Trained", str(bundle.created or "?")[:19].replace("T", " ")),
         *([("Runs", "an 8-bit copy of the model (`--runtime onnx-int8`), about twice as fast; the figures above are "
                     "the full model's")] if predictor.int8 else []),
     ]
     return "### Model card\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows)
+
+
+def menu_rows(bundle) -> list[tuple[str, str]]:
+    """The card's line on the on-menu rule: what share of the valid photos it keeps, and the photos of other things
+    it was trained to reject (`train --not-on-menu`)."""
+    if bundle.menu_method is None:
+        return [("Other photos", "every photo is taken for one of the dishes (made before the on-menu score)")]
+    kept = bundle.settings.get("keep", 0.95)
+    photos = (bundle.menu_mix or {}).get("exposure_photos")
+    return [("Other photos", f"a photo unlike these dishes is said to be none of them (the rule keeps {kept:.0%} of "
+                             "the valid photos)" + (f"; trained to reject what looks like {photos} photos of other "
+                                                    "things" if photos else ""))]
 
 
 def facts_markdown(facts: dict[str, dict[str, str]] | None, name: str) -> str:

@@ -197,16 +197,22 @@ class Inputs:
         return 0 if self.train_features is None else len(self.train_features)
 
 
-def load_outside(folder: str | None, cache_px: int, train: D.ImageCache, valid: D.ImageCache, progress: bool,
-                 log) -> D.ImageCache | None:
-    """`--not-on-menu`'s photos decoded (None without it), less any that are also in train or valid (same content):
-    a menu photo there would teach the score to reject the menu."""
+def load_outside(folder: str | None, classes: tuple[str, ...], cache_px: int, splits: tuple[D.ImageCache, ...],
+                 progress: bool, log) -> D.ImageCache | None:
+    """`--not-on-menu`'s photos decoded (None without it), less any in a folder named after one of `classes` (a
+    demo feedback folder holds corrections to menu dishes there) and any also in train or valid (same content): a
+    menu photo among them would teach the score to reject the menu."""
     if folder is None:
         return None
+    train, valid = splits
     if len(valid.labels) < menu.MIN_VALID_FOR_MIX:
         log(f"--not-on-menu not used: valid has fewer than {menu.MIN_VALID_FOR_MIX} photos to standardize by")
         return None
-    cache = D.load_cache([D.Sample(path, -1) for path in D.images_in(Path(folder))], cache_px, progress=progress,
+    paths = D.images_in(Path(folder))
+    others = [path for path in paths if not set(path.relative_to(folder).parts[:-1]) & set(classes)]
+    if len(others) < len(paths):
+        log(f"--not-on-menu: {len(paths) - len(others)} photo(s) in folders named after a class left out")
+    cache = D.load_cache([D.Sample(path, -1) for path in others], cache_px, progress=progress,
                          desc="decode not-on-menu")
     for path, reason in cache.skipped:
         log(f"skipped {path}: {reason}")
@@ -215,7 +221,8 @@ def load_outside(folder: str | None, cache_px: int, train: D.ImageCache, valid: 
     if not keep.all():
         log(f"--not-on-menu: {int((~keep).sum())} photo(s) left out, the same as photos in train or valid")
     if not keep.any():
-        raise ClassifyError(f"--not-on-menu {folder} has no readable photos that are not also in --data")
+        raise ClassifyError(f"--not-on-menu {folder} has no readable photos left once those also in --data or in "
+                            "folders named after a class are left out")
     log(f"--not-on-menu: {int(keep.sum())} photo(s) from {folder}")
     return D.ImageCache(cache.images[keep], cache.labels[keep], tuple(p for p, k in zip(cache.paths, keep) if k),
                         cache.skipped, cache.keys[keep])
@@ -362,7 +369,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     image_size = config.image_size or spec.image_size
     cache_px = D.eval_size(image_size, spec.crop_pct)
     train_cache, valid_cache, counts = load_splits(layout, cache_px, progress, log)
-    outside = load_outside(config.not_on_menu, cache_px, train_cache, valid_cache, progress, log)
+    outside = load_outside(config.not_on_menu, layout.classes, cache_px, (train_cache, valid_cache), progress, log)
     epochs = config.epochs or default_epochs(strategy, device)
     patience = config.patience or default_patience(strategy, epochs, device)
     backbone_lr_scale = config.backbone_lr_scale or default_backbone_lr_scale(strategy)
@@ -554,6 +561,8 @@ def menu_statistics(model: nn.Module, inputs: Inputs, strategy: str, accelerator
         exposure = menu.fit_exposure(train_features, inputs.train.labels.numpy(), outside_features)
     rule = menu.fit_rule(valid_knn, valid_logits.max(1), keep,
                          None if exposure is None else menu.exposure_scores(exposure, valid_features))
+    if exposure is not None:
+        rule[2]["exposure_photos"] = len(outside.labels)  # for the demo's card
     return rule, menu.normalized(torch.cat([train_features, valid_features])), exposure
 
 

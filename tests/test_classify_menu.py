@@ -226,12 +226,31 @@ def test_a_bundle_trained_with_not_on_menu_photos_scores_with_the_exposed_rule(e
     assert_refused(run("classify", "predict", "--model", broken, paths[0]), "not-on-the-menu classifier", code=2)
 
 
+def test_a_demo_feedback_folder_gives_only_its_photos_of_other_dishes(tiny_data_session, tmp_path):
+    """`--not-on-menu` on a feedback folder: corrections to menu dishes (folders named after a class) and copies of
+    the training photos are left out, photos of other dishes are used."""
+    from conftest import make_other_dishes
+
+    feedback = tmp_path / "feedback"
+    make_other_dishes(feedback / "pad thai", 12, first_seed=7000)
+    make_other_dishes(feedback / "red_soup", 3, first_seed=7100)
+    copied = next((tiny_data_session / "train" / "green_salad").glob("*.jpg"))
+    shutil.copy(copied, feedback / "pad thai" / "copied.jpg")
+    messages = []
+    train(RunConfig(data=str(tiny_data_session), out=str(tmp_path / "run"), **FAST, not_on_menu=str(feedback)),
+          log=messages.append)
+    assert "--not-on-menu: 3 photo(s) in folders named after a class left out" in messages
+    assert "--not-on-menu: 1 photo(s) left out, the same as photos in train or valid" in messages
+    assert f"--not-on-menu: 12 photo(s) from {feedback}" in messages
+    assert classify.load(tmp_path / "run").bundle.menu_method == menu.EXPOSED
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "all_in_data"])
 def test_bad_not_on_menu_folders(case, tiny_data_session, tmp_path):
     (tmp_path / "empty").mkdir()
     folder, words = {"missing": (tmp_path / "nope", ["--not-on-menu", "not a folder"]),
                      "empty": (tmp_path / "empty", ["--not-on-menu", "no images"]),
-                     "all_in_data": (tiny_data_session / "train" / "red_soup", ["--not-on-menu", "also in --data"]),
+                     "all_in_data": (tiny_data_session / "train" / "red_soup", ["--not-on-menu", "no readable photos left"]),
                      }[case]
     before = tree_digest(tmp_path)
     fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
