@@ -10,7 +10,6 @@ on the other. Then the bundle as served (its own threshold, its bank of train + 
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -21,17 +20,14 @@ import numpy as np
 from classify import menu as M
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ood_exposure import features, nearest  # noqa: E402
+from ood_exposure import features, nearest, work_parser  # noqa: E402
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
 HALVES = 200
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default="/tmp/platekit-ood-exposure")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    args = work_parser(__doc__).parse_args()
     import classify
     from ood import head_logits
 

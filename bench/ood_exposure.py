@@ -154,11 +154,17 @@ def one_run(f: dict, menu: list[int], exposed: np.ndarray, unseen: list[int]) ->
                                 ("lower of the two, standardized", lambda x: np.minimum(knn(x), relative(x))))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def work_parser(doc: str) -> argparse.ArgumentParser:
+    """--work (where the features and bundles are kept, shared by the benches on this protocol) and --no-record."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/platekit-ood-exposure")
-    parser.add_argument("--model", help="a bundle of the CPU default (default: `classify train` on food-dev here)")
     parser.add_argument("--no-record", action="store_true")
+    return parser
+
+
+def main() -> None:
+    parser = work_parser(__doc__)
+    parser.add_argument("--model", help="a bundle of the CPU default (default: `classify train` on food-dev here)")
     args = parser.parse_args()
     machine_line, started, work = machine(), time.time(), Path(args.work)
     model = Path(args.model) if args.model else work / "run"
