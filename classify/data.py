@@ -69,7 +69,7 @@ def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) ->
         files = images_in(root / name)
         if not files:
             raise ClassifyError(f"class {name!r} has no images in {root / name}")
-        files.sort(key=lambda path: (_content_digest(path), path))  # the split follows contents, not file names
+        files.sort(key=lambda path: (content_digest(path), path))  # the split follows contents, not file names
         rng.shuffle(files)
         n_valid = max(1, round(len(files) * valid_fraction)) if len(files) > 1 else 0
         valid += [Sample(p, label) for p in sorted(files[:n_valid])]
@@ -77,7 +77,7 @@ def find_layout(root: str | Path, seed: int = 0, valid_fraction: float = 0.2) ->
     return DataLayout(root, classes, {"train": tuple(train), "valid": tuple(valid)}, split_made=True)
 
 
-def _content_digest(path: Path) -> bytes:
+def content_digest(path: Path) -> bytes:
     """sha256 of the file's bytes (b"" when it cannot be read: decoding reports it later)."""
     try:
         with open(path, "rb") as f:

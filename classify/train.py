@@ -197,6 +197,12 @@ class Inputs:
         return 0 if self.train_features is None else len(self.train_features)
 
 
+# At most this many --not-on-menu photos are decoded (about 200 KB each at 260 px) and fitted: rejection grows from
+# 42.9 % with 10 photos of another dish to 47.7 % with 110 (bench/ood_exposure_dose.py); a folder of 100,000 would
+# take 20 GB to hold for no measured gain.
+MAX_NOT_ON_MENU = 5000
+
+
 def load_outside(folder: str | None, classes: tuple[str, ...], cache_px: int, splits: tuple[D.ImageCache, ...],
                  progress: bool, log) -> D.ImageCache | None:
     """`--not-on-menu`'s photos decoded (None without it), less any in a folder named after one of `classes` (a
@@ -212,6 +218,9 @@ def load_outside(folder: str | None, classes: tuple[str, ...], cache_px: int, sp
     others = [path for path in paths if not set(path.relative_to(folder).parts[:-1]) & set(classes)]
     if len(others) < len(paths):
         log(f"--not-on-menu: {len(paths) - len(others)} photo(s) in folders named after a class left out")
+    if len(others) > MAX_NOT_ON_MENU:  # a draw by content: the same photos whatever they are called
+        others = sorted(others, key=D.content_digest)[:MAX_NOT_ON_MENU]
+        log(f"--not-on-menu: {MAX_NOT_ON_MENU} of its photos used (drawn by content)")
     cache = D.load_cache([D.Sample(path, -1) for path in others], cache_px, progress=progress,
                          desc="decode not-on-menu")
     for path, reason in cache.skipped:

@@ -245,6 +245,28 @@ def test_a_demo_feedback_folder_gives_only_its_photos_of_other_dishes(tiny_data_
     assert classify.load(tmp_path / "run").bundle.menu_method == menu.EXPOSED
 
 
+def test_not_on_menu_photos_past_the_cap_are_drawn_by_content(tiny_data_session, tmp_path, monkeypatch):
+    from classify import data as D
+    from classify import train as T
+    from conftest import make_other_dishes
+
+    monkeypatch.setattr(T, "MAX_NOT_ON_MENU", 5)
+    layout = D.find_layout(tiny_data_session)
+    splits = tuple(D.load_cache(layout.splits[name], 32) for name in ("train", "valid"))
+    chosen = []
+    for name in ("first", "renamed"):
+        photos = make_other_dishes(tmp_path / "other", 12, first_seed=8000)
+        if name == "renamed":  # the same photos under other names: the same five
+            for i, photo in enumerate(photos):
+                photo.rename(photo.with_name(f"z{11 - i}.jpg"))
+        messages = []
+        outside = T.load_outside(str(tmp_path / "other"), layout.classes, 32, splits, False, messages.append)
+        assert "--not-on-menu: 5 of its photos used (drawn by content)" in messages and len(outside.labels) == 5
+        chosen.append(sorted(outside.keys.tolist()))
+        shutil.rmtree(tmp_path / "other")
+    assert chosen[0] == chosen[1]
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "all_in_data"])
 def test_bad_not_on_menu_folders(case, tiny_data_session, tmp_path):
     (tmp_path / "empty").mkdir()
