@@ -107,7 +107,8 @@ def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> lis
 
     def served(out: Path, not_on_menu: Path | None = None):
         if not (out / "metrics.json").is_file():
-            train(RunConfig(data=str(data), out=str(out), not_on_menu=None if not_on_menu is None else str(not_on_menu)))
+            supplied = None if not_on_menu is None else str(not_on_menu)
+            train(RunConfig(data=str(data), out=str(out), not_on_menu=supplied))
         p = classify.load(out, runtime="onnx")
         return p, [classes.index(c) for c in p.classes]
 

@@ -30,6 +30,7 @@ EXPOSED = "knn+max-logit+exposed"
 METHODS = ("knn", "knn+max-logit", EXPOSED)
 EXPOSURE_C = 1.0  # the classifier's inverse L2 strength: 48.3 % against 46.9 % at 0.1 (scratch run, cached features)
 EXPOSURE_TENSORS = ("exposure_weight", "exposure_bias")
+EXPOSED_MIX = ("rule_mean", "rule_std", "exposure_mean", "exposure_std")  # menu_mix's keys the EXPOSED rule adds
 MAX_LOGIT_WEIGHT = 2.0
 MIN_VALID_FOR_MIX = 10  # fewer valid photos give no spread to standardize by: the rule is then "knn" alone
 DEFAULT_K = 1

@@ -73,9 +73,10 @@ class Predictor:
         if self.bundle.menu_method is not None and (self.run_dir / bundle_format.MENU_FILE).is_file():
             self.menu_bank, self.menu_exposure = menu.load(self.run_dir / bundle_format.MENU_FILE)
             self.menu_bank = self.menu_bank.to(self.device)
-            if self.bundle.menu_method == menu.EXPOSED and self.menu_exposure is None:
-                raise ClassifyError(f"{self.run_dir / bundle_format.MENU_FILE} lacks the not-on-the-menu classifier "
-                                    f"its config.json's rule ({menu.EXPOSED!r}) needs: train the bundle again")
+            if self.bundle.menu_method == menu.EXPOSED and (self.menu_exposure is None or not set(
+                    menu.EXPOSED_MIX) <= set(self.bundle.menu_mix)):
+                raise ClassifyError(f"{self.run_dir}: menu.safetensors or config.json's menu_mix lacks part of the "
+                                    f"not-on-the-menu classifier its rule ({menu.EXPOSED!r}) needs: train it again")
         if not self.bundle.calibrated:
             log.warning("%s was made before calibration: probabilities use temperature 1", self.run_dir)
         if self.menu_bank is None:

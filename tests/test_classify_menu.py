@@ -224,6 +224,10 @@ def test_a_bundle_trained_with_not_on_menu_photos_scores_with_the_exposed_rule(e
     from safetensors.torch import save_file
     save_file({"bank": tensors["bank"]}, str(broken / "menu.safetensors"))
     assert_refused(run("classify", "predict", "--model", broken, paths[0]), "not-on-the-menu classifier", code=2)
+    shutil.copy(exposed_bundle / "menu.safetensors", broken / "menu.safetensors")
+    mix = {key: value for key, value in config["menu_mix"].items() if key != "exposure_std"}
+    (broken / "config.json").write_text(json.dumps(config | {"menu_mix": mix}))
+    assert_refused(run("classify", "predict", "--model", broken, paths[0]), "not-on-the-menu classifier", code=2)
 
 
 def test_a_demo_feedback_folder_gives_only_its_photos_of_other_dishes(tiny_data_session, tmp_path):
@@ -272,7 +276,8 @@ def test_bad_not_on_menu_folders(case, tiny_data_session, tmp_path):
     (tmp_path / "empty").mkdir()
     folder, words = {"missing": (tmp_path / "nope", ["--not-on-menu", "not a folder"]),
                      "empty": (tmp_path / "empty", ["--not-on-menu", "no images"]),
-                     "all_in_data": (tiny_data_session / "train" / "red_soup", ["--not-on-menu", "no readable photos left"]),
+                     "all_in_data": (tiny_data_session / "train" / "red_soup",
+                                     ["--not-on-menu", "no readable photos left"]),
                      }[case]
     before = tree_digest(tmp_path)
     fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
