@@ -284,3 +284,23 @@ def test_bad_not_on_menu_folders(case, tiny_data_session, tmp_path):
     assert_refused(run("classify", "train", "--data", tiny_data_session, "--out", tmp_path / "run", *fast,
                        "--not-on-menu", folder), *words, code=2)
     assert tree_digest(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+def test_the_readmes_second_workspace_recipe_makes_a_not_on_menu_folder(food_dev, tiny_data_session, tmp_path):
+    """README: other dishes gathered in a second curate workspace (import here in place of scrape: 10 real photos
+    of a dish the tiny menu lacks), deduplicated, accepted and exported, then given to `classify train
+    --not-on-menu` as the export folder."""
+    for photo in sorted((food_dev / "train" / "bibimbap").glob("*.jpg"))[:10]:
+        (tmp_path / "found" / "bibimbap").mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, tmp_path / "found" / "bibimbap" / photo.name)
+    workspace = ["--workspace", tmp_path / "other-ws"]
+    for args in (["import", tmp_path / "found"], ["dedup"], ["accept"], ["export", tmp_path / "other-dishes"]):
+        done = run("curate", *workspace, *args)
+        assert done.returncode == 0, done.stderr
+    exported = len(list((tmp_path / "other-dishes").rglob("*.jpg")))
+    fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    done = run("classify", "train", "--data", tiny_data_session, "--out", tmp_path / "run", *fast, "--not-on-menu",
+               tmp_path / "other-dishes")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["menu_method"] == menu.EXPOSED and config["menu_mix"]["exposure_photos"] == exported >= 8
