@@ -17,7 +17,7 @@ from gradio import FileData
 from PIL import Image
 
 import classify
-from classify import RUNTIMES, ClassifyError, feedback, images
+from classify import RUNTIMES, ClassifyError, feedback, images, menu
 from classify import bundle as bundle_format
 from classify.batching import MAX_BATCH, Batcher, SingleFlight
 from classify.explain import Explainer
@@ -158,7 +158,7 @@ def menu_rows(bundle) -> list[tuple[str, str]]:
     it was trained to reject (`train --not-on-menu`)."""
     if bundle.menu_method is None:
         return [("Other photos", "every photo is taken for one of the dishes (made before the on-menu score)")]
-    kept = bundle.settings.get("keep", 0.95)
+    kept = bundle.settings.get("keep", menu.KEEP)
     photos = (bundle.menu_mix or {}).get("exposure_photos")
     return [("Other photos", f"a photo unlike these dishes is said to be none of them (the rule keeps {kept:.0%} of "
                              "the valid photos)" + (f"; trained to reject what looks like {photos} photos of other "

@@ -215,7 +215,8 @@ def load_outside(folder: str | None, classes: tuple[str, ...], cache_px: int, sp
         log(f"--not-on-menu not used: valid has fewer than {menu.MIN_VALID_FOR_MIX} photos to standardize by")
         return None
     paths = D.images_in(Path(folder))
-    others = [path for path in paths if not set(path.relative_to(folder).parts[:-1]) & set(classes)]
+    named = set(classes)
+    others = [path for path in paths if not named & set(path.relative_to(folder).parts[:-1])]
     if len(others) < len(paths):
         log(f"--not-on-menu: {len(paths) - len(others)} photo(s) in folders named after a class left out")
     if len(others) > MAX_NOT_ON_MENU:  # a draw by content: the same photos whatever they are called

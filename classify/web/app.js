@@ -74,10 +74,7 @@
 
   // classify.menu.exposure_scores for one photo: -log p(not on the menu) of the linear map on its unit features.
   function exposureScore(features) {
-    const { weight, bias } = bank.exposure, outputs = bias.length, dims = features.length;
-    let norm = 0;
-    for (let j = 0; j < dims; j++) norm += features[j] * features[j];
-    norm = Math.sqrt(norm) || 1;
+    const { weight, bias } = bank.exposure, outputs = bias.length, dims = features.length, norm = length(features);
     const logits = new Float64Array(outputs);
     for (let c = 0; c < outputs; c++) {
       let dot = 0;
@@ -90,11 +87,16 @@
     return -(logits[outputs - 1] - top - Math.log(total)); // -log softmax of the last, "not on the menu"
   }
 
+  // The features' Euclidean length (1 for all zeros), which classify.menu.normalized divides by.
+  function length(features) {
+    let sum = 0;
+    for (let j = 0; j < features.length; j++) sum += features[j] * features[j];
+    return Math.sqrt(sum) || 1;
+  }
+
   // classify.menu.scores for one photo: the cosine similarity of its pooled features to their k-th nearest row.
   function nearest(features) {
-    let norm = 0;
-    for (let j = 0; j < features.length; j++) norm += features[j] * features[j];
-    norm = Math.sqrt(norm) || 1;
+    const norm = length(features);
     const k = Math.max(1, Math.min(settings.menu.k || 1, bank.rows));
     const best = new Array(k).fill(-Infinity); // descending
     for (let i = 0; i < bank.rows; i++) {
