@@ -161,7 +161,7 @@ def menu_rows(bundle) -> list[tuple[str, str]]:
     kept = bundle.settings.get("keep", menu.KEEP)
     photos = (bundle.menu_mix or {}).get("exposure_photos")
     return [("Other photos", f"a photo unlike these dishes is said to be none of them (the rule keeps {kept:.0%} of "
-                             "the valid photos)" + (f"; trained to reject what looks like {photos} photos of other "
+                             "photos like its valid ones)" + (f"; trained to reject what looks like {photos} photos of other "
                                                     "things" if photos else ""))]
 
 

@@ -40,7 +40,7 @@ HELP = {
     "device": "auto | cpu | cuda",
     "resume": "carry on an interrupted run in --out",
     "mlflow": "also log to MLflow (optional tracking URI; needs platekit[mlflow])",
-    "keep": "share of valid photos the on-menu threshold keeps on the menu (0-1]",
+    "keep": "share of new in-menu photos (drawn like valid) the on-menu threshold keeps on the menu (0-1]",
     "not_on_menu": "a folder of photos that are none of the classes (any depth; other dishes work best): the "
                    "on-menu score learns to reject what looks like them",
 }

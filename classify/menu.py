@@ -34,7 +34,7 @@ EXPOSED_MIX = ("rule_mean", "rule_std", "exposure_mean", "exposure_std")  # menu
 MAX_LOGIT_WEIGHT = 2.0
 MIN_VALID_FOR_MIX = 10  # fewer valid photos give no spread to standardize by: the rule is then "knn" alone
 DEFAULT_K = 1
-KEEP = 0.95  # share of valid photos the threshold keeps on the menu
+KEEP = 0.95  # share of new in-menu photos (drawn like valid) the threshold keeps on the menu
 
 
 def normalized(features) -> torch.Tensor:
@@ -116,11 +116,16 @@ def mixed(knn: np.ndarray, max_logit: np.ndarray, mix: dict) -> np.ndarray:
 
 
 def pick_threshold(valid_scores: np.ndarray, keep: float = KEEP) -> float:
-    """The highest threshold that keeps at least `keep` of the valid photos (score >= threshold is on the menu)."""
+    """The threshold (score >= it is on the menu) that keeps at least `keep` of new in-menu photos drawn like the
+    valid ones: the ceil(keep x (n + 1))-th highest of the n valid scores, split conformal prediction's finite-sample
+    rank (Vovk et al. 2005; Angelopoulos & Bates 2021, section 1.1), or the lowest when n is too small for it.
+    Keeping exactly keep x n of valid keeps only about keep x n / (n + 1) of new photos: 94.6 % for 95 % of 110
+    (bench/menu_kept.py measured 94.8 %). A one-line rank, so no conformal library (MAPIE) is pulled in for it."""
     ordered = np.sort(np.asarray(valid_scores, dtype=np.float64))[::-1]
     if len(ordered) == 0:
         raise ClassifyError("no valid photos to pick the on-menu threshold on")
-    return float(ordered[max(1, math.ceil(keep * len(ordered) - 1e-9)) - 1])
+    rank = min(len(ordered), max(1, math.ceil(keep * (len(ordered) + 1) - 1e-9)))
+    return float(ordered[rank - 1])
 
 
 def save(path: Path, train_features, exposure: dict | None = None) -> None:

@@ -56,7 +56,7 @@ class RunConfig:
     resume: bool = False
     examples_per_class: int = 3
     mlflow: str | None = None            # tracking URI ("" for the default ./mlruns)
-    keep: float = menu.KEEP              # share of valid photos the on-menu threshold keeps on the menu
+    keep: float = menu.KEEP              # share of new in-menu photos the on-menu threshold keeps (menu.pick_threshold)
     not_on_menu: str | None = None       # a folder of photos that are none of the classes (any depth): the on-menu
                                          # score learns to tell them apart (classify.menu.EXPOSED)
 
@@ -407,7 +407,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     (menu_method, menu_threshold, menu_mix), bank, exposure = menu_statistics(model, inputs, strategy, accelerator,
                                                                               config.keep, valid_logits, outside)
     log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
-        f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of valid")
+        f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of photos like valid's")
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
                     "train_seconds": round(time.time() - started, 1), "strategy": strategy})
     resolved = {
