@@ -212,23 +212,27 @@ def score_protocol(predictor, train_x, train_y, valid_x, in_x, unknown_x) -> dic
 
 
 def calibration_rows(predictor, valid, extra) -> list:
-    """ECE before/after: halves of valid (fit on one, score the other, swap), and the bundle's T on extra."""
+    """ECE before/after: halves of valid (fit on one, score the other, swap), and the bundle's T on extra; beside
+    each, the ECE a perfectly calibrated model would read on as many photos (calibration.ece_if_calibrated)."""
     logits, labels = head_logits(predictor, valid[0]), valid[1]
     half = np.zeros(len(labels), bool)
     for c in np.unique(labels):  # every other photo of each class, in path order
         half[np.flatnonzero(labels == c)[::2]] = True
-    before, after, temperatures = [], [], []
+    before, after, floors, temperatures = [], [], [], []
     for fit_on in (half, ~half):
         t = C.fit_temperature(logits[fit_on], labels[fit_on])
         temperatures.append(t)
         before.append(C.expected_calibration_error(C.softmax(logits[~fit_on], 1.0), labels[~fit_on]))
         after.append(C.expected_calibration_error(C.softmax(logits[~fit_on], t), labels[~fit_on]))
-    extra_logits = head_logits(predictor, extra[0])
+        floors.append(C.ece_if_calibrated(C.softmax(logits[~fit_on], t)))
+    extra_probabilities = C.softmax(head_logits(predictor, extra[0]), predictor.temperature)
+    extra_raw = C.softmax(head_logits(predictor, extra[0]), 1.0)
     return [[f"food-dev valid, half/half swapped (n={half.sum()}/{(~half).sum()})", f"{np.mean(temperatures):.3f}",
-             f"{np.mean(before):.4f}", f"{np.mean(after):.4f}"],
+             f"{np.mean(before):.4f}", f"{np.mean(after):.4f}", f"{np.mean(floors):.4f}"],
             [f"food-dev-extra (n={len(extra[1])}), bundle's T from all of valid", f"{predictor.temperature:.3f}",
-             f"{C.expected_calibration_error(C.softmax(extra_logits, 1.0), extra[1]):.4f}",
-             f"{C.expected_calibration_error(C.softmax(extra_logits, predictor.temperature), extra[1]):.4f}"]]
+             f"{C.expected_calibration_error(extra_raw, extra[1]):.4f}",
+             f"{C.expected_calibration_error(extra_probabilities, extra[1]):.4f}",
+             f"{C.ece_if_calibrated(extra_probabilities):.4f}"]]
 
 
 def subset_folder(work: Path, data: Path, keep: list[str], name: str) -> Path:
@@ -285,8 +289,8 @@ def main() -> None:
     header = ["method", "P1 AUROC", "P1 non-food rejected", "P1 in-menu kept", "P2 AUROC (mean of 3)",
               "P2 other dishes rejected (per rotation)", "P2 in-menu kept"]
     ood = table(header, rows)
-    calibration = table(["ECE, 15 bins", "temperature", "before", "after"], calibration_rows(
-        predictor, (valid_x, valid_y), (extra_x, extra_y)))
+    calibration = table(["ECE, 15 bins", "temperature", "before", "after", "a calibrated model at this n"],
+                        calibration_rows(predictor, (valid_x, valid_y), (extra_x, extra_y)))
     body = (f"food-dev train {len(train_x)} / valid {len(valid_x)} photos; food-dev-extra {len(extra_x)}; nonfood-dev "
             f"{len(arrays['nonfood'][0])}. Thresholds picked on valid to keep {KEEP:.0%}; 'kept' is measured on "
             f"food-dev-extra. Default model: {predictor.bundle.architecture}, {predictor.bundle.strategy}, "

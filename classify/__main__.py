@@ -216,7 +216,8 @@ def _evaluate(args) -> int:
     print(f"accuracy {metrics['accuracy']:.4f}  top-5 {metrics['top5']:.4f}  average position "
           f"{metrics['average_position']:.4f}  macro F1 {metrics['macro_f1']:.4f}  (n={metrics['n']})")
     print(f"calibration: ECE {metrics['ece']:.4f}  NLL {metrics['nll']:.4f}  (temperature {metrics['temperature']:g}; "
-          f"uncalibrated ECE {metrics['ece_uncalibrated']:.4f})")
+          f"uncalibrated ECE {metrics['ece_uncalibrated']:.4f}; a perfectly calibrated model would read about "
+          f"{metrics['ece_if_calibrated']:.3f} on {metrics['n']} photos)")
     if "on_menu_kept" in metrics:
         unknown = metrics.get("unknown")
         print(f"on the menu: {metrics['on_menu_kept']:.1%} of these photos kept" + (

@@ -38,6 +38,30 @@ def test_ece_by_hand():
     assert counts.sum() == 3 and counts[13] == 2 and accuracy[13] == 0.5
 
 
+@pytest.mark.parametrize("n", [110, 1500])
+def test_ece_if_calibrated_is_what_a_calibrated_model_reads_at_that_sample_size(n):
+    """Labels drawn from the model's own probabilities (calibrated by construction): their measured ECE averages the
+    floor; the floor shrinks with more photos; an over-confident model's ECE sits far above it."""
+    logits, _ = synthetic(1.0, n=n, seed=n)
+    probabilities = C.softmax(logits)
+    rng = np.random.default_rng(1)
+    measured = [C.expected_calibration_error(probabilities, [rng.choice(4, p=row / row.sum())
+                                                             for row in probabilities.astype(np.float64)])
+                for _ in range(200)]
+    floor = C.ece_if_calibrated(probabilities)
+    assert floor == pytest.approx(np.mean(measured), rel=0.1)
+    assert floor == C.ece_if_calibrated(probabilities)  # seeded: the same figure every time
+    over, labels = synthetic(4.0, n=n, seed=n)
+    assert C.expected_calibration_error(C.softmax(over), labels) > 2 * C.ece_if_calibrated(C.softmax(over))
+
+
+def test_ece_if_calibrated_floor_falls_with_more_photos_and_handles_none():
+    logits, _ = synthetic(1.0, n=2000)
+    probabilities = C.softmax(logits)
+    assert C.ece_if_calibrated(probabilities[:100]) > 2 * C.ece_if_calibrated(probabilities)
+    assert C.ece_if_calibrated(np.zeros((0, 4))) == 0.0
+
+
 def test_training_fits_a_temperature_and_evaluate_reports_ece(own_bundle, tiny_data_session, tmp_path):
     trained_bundle = own_bundle
     config = json.loads((trained_bundle / "config.json").read_text())
@@ -49,4 +73,5 @@ def test_training_fits_a_temperature_and_evaluate_reports_ece(own_bundle, tiny_d
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert 0 <= result["ece"] <= 1 and result["nll"] > 0 and result["temperature"] == config["temperature"]
+    assert 0 <= result["ece_if_calibrated"] <= 1  # 0 when every confidence is 1
     assert (tmp_path / "ev" / "reliability.png").stat().st_size > 5000
