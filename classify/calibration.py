@@ -34,12 +34,17 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return round(float(np.exp(result.x)), 4)
 
 
+def bin_of(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Each confidence's equal-width bin, 0 to bins - 1 (1.0 falls in the last)."""
+    return np.minimum((np.asarray(confidence) * bins).astype(int), bins - 1)
+
+
 def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS):
     """Per equal-width confidence bin: (count, mean confidence, accuracy); empty bins have count 0."""
     probabilities = np.asarray(probabilities)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    which = bin_of(confidence, bins)
     counts = np.bincount(which, minlength=bins)
     confidence_sum = np.bincount(which, weights=confidence, minlength=bins)
     correct_sum = np.bincount(which, weights=correct, minlength=bins)
@@ -63,7 +68,7 @@ def ece_if_calibrated(probabilities: np.ndarray, bins: int = ECE_BINS, draws: in
     if len(probabilities) == 0:
         return 0.0
     confidence = probabilities.max(axis=1).astype(np.float64)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    which = bin_of(confidence, bins)
     counts = np.bincount(which, minlength=bins)
     confidence_sum = np.bincount(which, weights=confidence, minlength=bins)
     one_hot = np.zeros((len(confidence), bins), dtype=np.float32)
