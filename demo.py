@@ -145,7 +145,7 @@ def model_card(predictor) -> str:
         *score_rows(predictor.held_out if honest else predictor.metrics, honest),
         ("Calibrated", f"temperature {bundle.temperature:g} fitted on the valid split" if bundle.calibrated
          else "no (made before calibration)"),
-        *menu_rows(bundle),
+        *menu_rows(bundle, (predictor.metrics or {}).get("n")),
         ("Trained", str(bundle.created or "?")[:19].replace("T", " ")),
         *([("Runs", "an 8-bit copy of the model (`--runtime onnx-int8`), about twice as fast; the figures above are "
                     "the full model's")] if predictor.int8 else []),
@@ -153,12 +153,13 @@ def model_card(predictor) -> str:
     return "### Model card\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows)
 
 
-def menu_rows(bundle) -> list[tuple[str, str]]:
-    """The card's line on the on-menu rule: what share of the valid photos it keeps, and the photos of other things
-    it was trained to reject (`train --not-on-menu`)."""
+def menu_rows(bundle, valid_n: int | None = None) -> list[tuple[str, str]]:
+    """The card's line on the on-menu rule: what share of photos like the `valid_n` valid ones it keeps
+    (classify.menu.promised_keep), and the photos of other things it was trained to reject (`train --not-on-menu`)."""
     if bundle.menu_method is None:
         return [("Other photos", "every photo is taken for one of the dishes (made before the on-menu score)")]
     kept = bundle.settings.get("keep", menu.KEEP)
+    kept = menu.promised_keep(valid_n, kept) if valid_n else kept
     photos = (bundle.menu_mix or {}).get("exposure_photos")
     return [("Other photos", f"a photo unlike these dishes is said to be none of them (the rule keeps {kept:.0%} of "
                              "photos like its valid ones)" + (f"; trained to reject what looks like {photos} photos of other "

@@ -128,6 +128,20 @@ def pick_threshold(valid_scores: np.ndarray, keep: float = KEEP) -> float:
     return float(ordered[rank - 1])
 
 
+def promised_keep(n: int, keep: float = KEEP) -> float:
+    """The share of new photos that `pick_threshold` on n valid scores can promise to keep: `keep`, or n / (n + 1)
+    when n is too few for it (then the lowest valid score is the threshold: 12 valid photos promise 92 %, not 95 %)."""
+    return keep if math.ceil(keep * (n + 1) - 1e-9) <= n else n / (n + 1)
+
+
+def keep_words(n: int, keep: float = KEEP) -> str:
+    """What the threshold keeps, in words, for the train log: '95% of photos like valid's', and why not when n is
+    too few."""
+    promised = promised_keep(n, keep)
+    return f"keeps {promised:.0%} of photos like valid's" + (
+        "" if promised == keep else f" (valid has {n} photos, too few to promise {keep:.0%})")
+
+
 def save(path: Path, train_features, exposure: dict | None = None) -> None:
     """The training photos' unit features, float16 (about 2.5 KB a photo for lite0's 1,280 dimensions), and
     `fit_exposure`'s map where there is one (float32)."""

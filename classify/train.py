@@ -407,7 +407,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     (menu_method, menu_threshold, menu_mix), bank, exposure = menu_statistics(model, inputs, strategy, accelerator,
                                                                               config.keep, valid_logits, outside)
     log(f"temperature {temperature:.3f} (valid ECE {metrics['ece_uncalibrated']:.3f} -> {metrics['ece']:.3f}); "
-        f"on-menu threshold {menu_threshold:.3f} keeps {config.keep:.0%} of photos like valid's")
+        f"on-menu threshold {menu_threshold:.3f} {menu.keep_words(len(valid_logits), config.keep)}")
     metrics.update({"split": "valid", "best_epoch": best["epoch"], "epochs_run": len(history),
                     "train_seconds": round(time.time() - started, 1), "strategy": strategy})
     resolved = {

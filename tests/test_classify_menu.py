@@ -37,6 +37,19 @@ def test_threshold_keeps_at_least_the_share_asked_for_of_new_photos_drawn_like_v
     assert np.mean(kept) == pytest.approx(106 / 111, abs=0.002)
 
 
+@pytest.mark.parametrize("n, keep, promised", [(220, 0.95, 0.95), (19, 0.95, 0.95), (18, 0.95, 18 / 19),
+                                               (12, 0.95, 12 / 13), (12, 0.5, 0.5)])
+def test_the_promise_is_keep_unless_valid_has_too_few_photos(n, keep, promised):
+    assert menu.promised_keep(n, keep) == pytest.approx(promised)
+    scores = np.random.default_rng(n).normal(size=n)
+    if promised < keep:  # too few: the threshold is the lowest valid score
+        assert menu.pick_threshold(scores, keep) == scores.min()
+        assert menu.keep_words(n, keep) == f"keeps {promised:.0%} of photos like valid's (valid has {n} photos, " \
+                                           f"too few to promise {keep:.0%})"
+    else:
+        assert menu.keep_words(n, keep) == f"keeps {keep:.0%} of photos like valid's"
+
+
 def test_the_rule_mixes_both_scores_only_with_enough_valid_photos_to_standardize_by():
     rng = np.random.default_rng(0)
     knn, max_logit = rng.uniform(0.5, 0.9, 40), rng.normal(6, 1.5, 40)
