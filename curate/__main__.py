@@ -216,6 +216,15 @@ def _engine(name: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _query(text: str) -> str:
+    from curate.scrape import check_query
+
+    try:
+        return check_query(text)
+    except CurateError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _add_scrape(sub) -> None:
     from curate.scrape import DOWNLOAD_DEADLINE_TIMEOUTS, ENGINES, ScrapeConfig
 
@@ -228,7 +237,7 @@ def _add_scrape(sub) -> None:
     p.add_argument("--engine", type=_engine, default=d.engine, metavar="{" + ",".join(ENGINES) + "}",
                    help=f"where to search (default {d.engine})")
     p.add_argument("--urls", help="for --engine urls: lines 'category<TAB>url', or bare URLs with one CATEGORY")
-    p.add_argument("--query", default=d.query, help=f"search text; {{category}} is replaced (default {d.query!r})")
+    p.add_argument("--query", type=_query, default=d.query, help=f"search text; {{category}} is replaced (default {d.query!r})")
     p.add_argument("--min-size", type=MIN_SIZE, default=d.min_size_px, help="refuse images whose shorter side is below "
                    f"this (px, default {d.min_size_px})")
     p.add_argument("--threads", type=number(int, 1, 64), default=d.threads,
@@ -253,16 +262,18 @@ def _add_dedup(sub) -> None:
                    help=f"embedding: min cosine similarity (default {DEFAULT_SIMILARITY}, chosen in bench/dedup_quality.py)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"embedding backbone (default {DEFAULT_MODEL}, as suspects)")
     p.add_argument("--hash", choices=METHODS, default=DEFAULT_METHOD)
-    p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD_BITS,
+    p.add_argument("--threshold", type=number(int, 0, 64), default=DEFAULT_THRESHOLD_BITS,
                    help=f"max Hamming distance in bits (default {DEFAULT_THRESHOLD_BITS}, chosen in bench/dedup_quality.py)")
     p.add_argument("--scope", choices=SCOPES, default=DEFAULT_SCOPE)
-    p.add_argument("--workers", type=int, default=None, help="hashing processes (default: CPU count)")
+    p.add_argument("--workers", type=number(int, 1, 64), default=None, help="hashing processes, 1 to 64 (default: "
+                   "CPU count)")
     p.add_argument("--dry-run", action="store_true", help="report, change nothing")
     p.set_defaults(func=cmd_dedup)
 
 
 def _add_export(sub) -> None:
-    from curate.export import ExportConfig
+    from curate.export import MAX_BALANCE, ExportConfig
+    from curate.quality import FLAGS
 
     d = ExportConfig()
     p = sub.add_parser("export", help="write OUT/train|valid|test/<category>/ from accepted images")
@@ -273,12 +284,14 @@ def _add_export(sub) -> None:
                         "is not written")
     p.add_argument("--seed", type=number(int, 0), default=d.seed, help=f"seed of the split and the augmentation "
                                                                        f"(default {d.seed})")
-    p.add_argument("--balance", type=number(int, 0), default=d.balance, metavar="N",
-                   help=f"augment each training class up to N images (default {d.balance}: off)")
+    p.add_argument("--balance", type=number(int, 0, MAX_BALANCE), default=d.balance, metavar="N",
+                   help=f"augment each training class up to N images, at most {MAX_BALANCE:,} (default {d.balance}: "
+                        "off)")
     p.add_argument("--include-pending", action="store_true", help="export pending images too")
     p.add_argument("--min-per-class", type=number(int, 0), default=d.min_per_class, metavar="K",
                    help=f"refuse a class with fewer images (default {d.min_per_class})")
-    p.add_argument("--exclude-flag", action="append", help="leave out images with this quality flag (repeatable)")
+    p.add_argument("--exclude-flag", action="append", choices=FLAGS, metavar="FLAG",
+                   help=f"leave out images with this quality flag (repeatable; one of {', '.join(FLAGS)})")
     p.add_argument("--threshold-bits", type=number(int, 0, 64), default=d.threshold_bits, metavar="BITS",
                    help=f"near-duplicates within this phash distance share a split (default {d.threshold_bits})")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier export (and nothing else)")
@@ -311,7 +324,7 @@ def _add_suspects(sub) -> None:
     from curate.suspects import SuspectsConfig
 
     p = sub.add_parser("suspects", help="rank pending/accepted images by how likely they are wrong (stored for review)")
-    p.add_argument("--top", type=int, metavar="K", help="print only the K most suspicious")
+    p.add_argument("--top", type=number(int, 1), metavar="K", help="print only the K most suspicious")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--model", default=SuspectsConfig.model, help=f"embedding backbone (default {SuspectsConfig.model})")
     p.set_defaults(func=cmd_suspects)
@@ -344,15 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from curate.workspace import Workspace
+    from curate.workspace import Workspace, as_text
 
     try:
+        if args.command == "import":
+            from curate.importer import check_source
+
+            check_source(args.source)  # a missing source makes no workspace
         with Workspace(args.workspace, create=args.command in ("import", "scrape")) as ws:
             return args.func(args, ws)
     except CurateError as err:
         print(f"curate: {err}", file=sys.stderr)
         return 2
-    except sqlite3.Error as err:  # disk full, read-only or locked manifest: the transaction in flight rolled back
+    except sqlite3.Error as err:
+        if "malformed" in str(err) or "not a database" in str(err):  # re-running cannot mend the file itself
+            print(f"curate: the manifest {args.workspace}/manifest.sqlite is damaged ({err}); restore it from a "
+                  "backup, or import the images folder into a new workspace", file=sys.stderr)
+            return 2
         print(f"curate: the manifest refused the change ({err}); what was recorded before is kept, re-run to carry on",
               file=sys.stderr)
         return 2
@@ -360,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         # ENOSPC names whichever file the copy had open (often the source): say nothing of it
         where = f" ({err.filename})" if err.filename and err.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
         print(f"curate: {err.strerror or err}{where}; nothing half-written is kept, re-run to carry on", file=sys.stderr)
+        return 2
+    except UnicodeEncodeError as err:  # a name typed or stored in another encoding than UTF-8
+        print(f"curate: '{as_text(err.object)}' is not valid UTF-8 text; give the name in UTF-8", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("curate: interrupted; re-run the same command to carry on", file=sys.stderr)

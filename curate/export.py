@@ -18,7 +18,8 @@ from curate import CurateError
 from curate.dedup import DEFAULT_SIMILARITY, DEFAULT_THRESHOLD_BITS, group_labels, pairs_within, similar_pairs
 from curate.hashing import hash_files
 from curate.images import crop, open_image
-from curate.workspace import ImageRecord, Workspace
+from curate.quality import FLAGS
+from curate.workspace import ImageRecord, Workspace, as_text, resolved
 
 SPLITS = ("train", "valid", "test")
 JPEG_QUALITY = 95
@@ -28,6 +29,7 @@ MARKER = ".curate-export"
 INVENTORY = (MARKER, "manifest.csv", "export.json")
 WRITTEN_NAME = re.compile(r"(train|valid|test)/[^/]+/(\d{7}|aug-\d{7}-\d{5})\.jpg")
 STALE_NAME = re.compile(r"\.(partial|old)-(\d+)")
+MAX_BALANCE = 10_000  # --balance's ceiling: each class's augmented copies cost disk and time without end past it
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,15 @@ def _augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     cw, ch = min(w, round(w / scale)), min(h, round(h / scale))
     out = out.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)).resize((w, h), Image.Resampling.BILINEAR)
     return ImageOps.mirror(out) if rng.random() < 0.5 else out
+
+
+def _check_originals(ws: Workspace, records: list[ImageRecord]) -> None:
+    """Refuse, before anything is written, an export some of whose originals have gone from the workspace."""
+    lost = [r for r in records if not ws.abspath(r).is_file()]
+    if lost:
+        raise CurateError(f"{len(lost)} image(s) to export have lost their file (e.g. #{lost[0].id}, "
+                          f"{ws.abspath(lost[0])}): run `python -m curate check`, which flags them unreadable, then "
+                          "export with --exclude-flag unreadable")
 
 
 def _write(ws: Workspace, record: ImageRecord, dest: Path) -> None:
@@ -235,12 +246,17 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
     so a failure or a kill leaves either the previous OUT or nothing, never half an export.
     Originals are only read; crops are applied to the copies. A split no image falls into is not written.
     """
-    out = Path(out).resolve()
+    out = resolved(out)
     if len(config.split) != 3 or not all(math.isfinite(f) and f >= 0 for f in config.split) \
             or abs(sum(config.split) - 1) > 1e-6:
         raise CurateError(f"--split needs three non-negative fractions summing to 1, got {list(config.split)}")
-    if config.seed < 0 or config.balance < 0 or config.min_per_class < 0 or not 0 <= config.threshold_bits <= 64:
-        raise CurateError("--seed, --balance and --min-per-class must be >= 0 and --threshold-bits 0 to 64")
+    if config.seed < 0 or not 0 <= config.balance <= MAX_BALANCE or config.min_per_class < 0 \
+            or not 0 <= config.threshold_bits <= 64:
+        raise CurateError(f"--seed and --min-per-class must be >= 0, --balance 0 to {MAX_BALANCE:,} and "
+                          "--threshold-bits 0 to 64")
+    unknown = sorted(set(config.exclude_flags) - set(FLAGS))
+    if unknown:
+        raise CurateError(f"unknown quality flag {unknown[0]!r}; use one of {', '.join(FLAGS)}")
     _check_out(ws, out, config.overwrite)
     statuses = ("accepted", "pending") if config.include_pending else ("accepted",)
     records = [r for r in ws.list_images(status=statuses) if not set(r.flags) & set(config.exclude_flags)]
@@ -257,6 +273,7 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
                           f"accept more or drop the class" + (f" ({len(short) - 1} more short)" if len(short) > 1 else ""))
     if not records:
         raise CurateError(f"no {what} images to export; review some first (or pass --include-pending)")
+    _check_originals(ws, records)
 
     labels = _groups(ws, records, config.threshold_bits, config.similarity)
     split_of = assign_splits(records, labels, config.split, config.seed)
@@ -273,7 +290,7 @@ def export(ws: Workspace, out: str | Path, config: ExportConfig = ExportConfig()
         tmp.mkdir()
         (tmp / MARKER).write_text("written by `python -m curate export`; its --overwrite replaces this folder\n")
         rows = _write_tree(ws, records, split_of, counts, config, tmp, progress)
-        (tmp / "export.json").write_text(json.dumps({"config": asdict(config), "workspace": str(ws.root),
+        (tmp / "export.json").write_text(json.dumps({"config": asdict(config), "workspace": as_text(ws.root),
                                                      "counts": counts, "groups_kept": groups_kept}, indent=2,
                                                     ensure_ascii=False))
         if out.exists():

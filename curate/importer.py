@@ -2,7 +2,9 @@
 feedback folder of a demo (`demo.py --feedback DIR`)."""
 from __future__ import annotations
 
+import os
 import re
+import stat
 import zlib
 import zipfile
 from collections import Counter
@@ -16,7 +18,7 @@ from classify import ClassifyError, feedback
 from curate import CurateError
 from curate.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, MIN_SIZE_PX, InvalidImage, inspect_bytes
 from curate.quality import QualityConfig, flags_for_file
-from curate.workspace import ImageRecord, Workspace
+from curate.workspace import ImageRecord, Workspace, as_text, check_category
 
 # Image formats known by name but not decoded here: skipped as unsupported_format rather than as "not an image".
 OTHER_IMAGE_SUFFIXES = {".jxl", ".svg", ".dng", ".cr2", ".nef", ".arw", ".raw"}
@@ -28,7 +30,7 @@ SPLIT_NAMES = {"train", "training", "valid", "val", "validation", "test", "testi
 # in a demo's feedback folder, photos no row of feedback.csv names, photos whose verdict a later one replaced, and
 # rows of the log that cannot be read.
 SKIP_REASONS = ("hidden", "no_image_suffix", "unsupported_format", "unsafe_path", "duplicate_name", "not_a_file",
-                "not_in_feedback_log", "superseded", "bad_feedback_row")
+                "unreadable_folder", "not_in_feedback_log", "superseded", "bad_feedback_row")
 # The source of photos sent back from the demo: the manifest keeps what the model said beside what the user said.
 FEEDBACK_SOURCE = "demo-feedback"
 # Why a zip entry could not be read (counted per category like the image checks of curate.images).
@@ -118,10 +120,21 @@ def _layout(paths: list[PurePosixPath], category: str | None, source: str,
 
 
 def _read_file(path: Path) -> bytes:
-    if path.stat().st_size > MAX_FILE_BYTES:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end (a hand-edited feedback.csv)
+        raise InvalidImage("not_a_file", f"{path} is not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
         raise InvalidImage("file_too_big", f"{path} is over {MAX_FILE_BYTES:,} bytes")
     with open(path, "rb") as stream:  # the file may have grown since: read_capped stops past the cap anyway
         return read_capped(stream, str(path))
+
+
+def _readable(folder: Path) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
 
 
 def _items_from_dir(root: Path, category: str | None, skipped: Counter) -> Iterator[Item]:
@@ -131,9 +144,11 @@ def _items_from_dir(root: Path, category: str | None, skipped: Counter) -> Itera
             paths.append(PurePosixPath(p.relative_to(root).as_posix()))
         elif not p.is_dir():
             skipped["not_a_file"] += 1
+        elif not _readable(p):  # rglob passes over a folder it may not list without a word: count it
+            skipped["unreadable_folder"] += 1
     for cat, rel in _layout(paths, category, str(root), skipped):
         path = root / rel
-        yield Item(cat, str(path), lambda path=path: _read_file(path))
+        yield Item(cat, as_text(path), lambda path=path: _read_file(path))
 
 
 def _items_from_feedback(root: Path, skipped: Counter) -> Iterator[Item]:
@@ -158,7 +173,7 @@ def _items_from_feedback(root: Path, skipped: Counter) -> Iterator[Item]:
             skipped["unsafe_path"] += 1
             continue
         path = root / rel
-        yield Item(verdict.label, str(path), lambda path=path: _read_file(path), source=FEEDBACK_SOURCE,
+        yield Item(verdict.label, as_text(path), lambda path=path: _read_file(path), source=FEEDBACK_SOURCE,
                    sha256=verdict.sha256, predicted=(verdict.predicted, verdict.probability),
                    given_label=verdict.label)
 
@@ -193,6 +208,8 @@ def _items_from_zip(path: Path, category: str | None, skipped: Counter) -> Itera
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise CurateError(f"cannot open {path} as a zip file: {err}") from None
+    except UnicodeDecodeError:  # an entry flagged UTF-8 whose name is not: zipfile cannot list the archive at all
+        raise CurateError(f"cannot open {path} as a zip file: an entry's name is flagged UTF-8 but is not") from None
     names: dict[PurePosixPath, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         if info.is_dir():
@@ -204,7 +221,7 @@ def _items_from_zip(path: Path, category: str | None, skipped: Counter) -> Itera
             names[rel] = info
     for cat, rel in _layout(list(names), category, str(path), skipped):
         info = names[rel]
-        yield Item(cat, f"{path}!{info.filename}", lambda info=info: _read_entry(archive, info))
+        yield Item(cat, as_text(f"{path}!{info.filename}"), lambda info=info: _read_entry(archive, info))
 
 
 def _items_from_hf(spec: str, category: str | None) -> Iterator[Item]:
@@ -239,6 +256,8 @@ def find_items(source: str, category: str | None = None) -> tuple[list[Item], di
     if source.startswith("hf:"):
         return list(_items_from_hf(source[3:], category)), {}
     path = Path(source)
+    if path.is_dir() and not _readable(path):
+        raise CurateError(f"cannot read the folder {as_text(source)}: permission denied")
     if path.is_dir() and (path / feedback.LOG_FILE).is_file():
         if category is not None:
             raise CurateError(f"{source} is a demo's feedback folder: its labels come from {feedback.LOG_FILE}; "
@@ -258,6 +277,25 @@ def find_items(source: str, category: str | None = None) -> tuple[list[Item], di
     return items, dict(skipped)
 
 
+def check_source(source: str) -> None:
+    """CurateError when `source` cannot be imported at all, before a workspace is made for it."""
+    if not source.startswith("hf:") and not Path(source).exists():
+        raise CurateError(f"{as_text(source)} does not exist")
+
+
+def _check_categories(items: list[Item], rename: dict[str, str], source: str) -> None:
+    """Every class `rename` names is in the source, and every category the import makes is a valid name: checked
+    before the first image is added, so a typo adds nothing."""
+    classes = {item.category for item in items}
+    missing = sorted(set(rename) - classes)
+    if missing:
+        shown = ", ".join(sorted(as_text(c) for c in classes)[:10])
+        raise CurateError(f"--rename {as_text(missing[0])}=...: {as_text(source)} has no class '{as_text(missing[0])}' "
+                          f"(its classes: {shown}{', ...' if len(classes) > 10 else ''})")
+    for name in sorted({rename.get(c, c) for c in classes}):
+        check_category(name)
+
+
 def import_images(ws: Workspace, source: str, category: str | None = None, rename: dict[str, str] | None = None,
                   min_size_px: int = MIN_SIZE_PX, quality: QualityConfig = QualityConfig(),
                   progress: bool = False) -> ImportReport:
@@ -269,6 +307,7 @@ def import_images(ws: Workspace, source: str, category: str | None = None, renam
     """
     rename = rename or {}
     items, skipped = find_items(source, category)
+    _check_categories(items, rename, source)
     known = {r.source_url for r in ws.list_images() if r.source in ("import", FEEDBACK_SOURCE)}
     counts: dict[str, CategoryCounts] = {}
     copies: list[tuple[str, ImageRecord]] = []

@@ -323,6 +323,16 @@ def check_engine(name: str) -> str:
     return name
 
 
+def check_query(query: str) -> str:
+    """`query` when `{category}` is its only placeholder (str.format's braces; `{{` and `}}` for literal ones)."""
+    try:
+        query.format(category="x")
+    except (ValueError, KeyError, IndexError, AttributeError) as err:
+        raise CurateError(f"--query {query!r} is not a template whose only placeholder is {{category}} "
+                          f"({type(err).__name__}: {err}); write a literal brace as {{{{ or }}}}") from None
+    return query
+
+
 def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeConfig(),
            progress: bool = False) -> ScrapeReport:
     """Top each category up to config.per_class usable images (pending or accepted).
@@ -337,6 +347,7 @@ def scrape(ws: Workspace, categories: list[str], config: ScrapeConfig = ScrapeCo
     if config.threads < 1 or not config.timeout_s > 0:
         raise CurateError(f"--threads must be at least 1 and --timeout above 0 "
                           f"(got {config.threads} and {config.timeout_s})")
+    check_query(config.query)
     url_lists: dict[str, list[str]] = {}
     if config.engine == "urls":
         if not config.urls_file:

@@ -40,6 +40,31 @@ IMAGES_DIR = "images"
 STATUSES = ("pending", "accepted", "rejected", "duplicate")
 SCHEMA_VERSION = 4
 
+def as_text(value) -> str:
+    """A path or name as text the manifest and JSON can store: bytes of a file name that are not UTF-8 (which
+    Python reads as lone surrogates) become \\xNN escapes."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def resolved(path) -> Path:
+    """`Path(path).resolve()`, or CurateError for a symbolic link loop (RuntimeError before Python 3.13)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as err:
+        raise CurateError(f"{as_text(path)} cannot be resolved: {getattr(err, 'strerror', None) or err}") from None
+
+
+def check_category(name: str) -> str:
+    """`name` stripped; CurateError when it is empty or not valid UTF-8 text (a folder named in another encoding)."""
+    stripped = name.strip()
+    if not stripped:
+        raise CurateError(f"category name {name!r} is empty")
+    if as_text(stripped) != stripped:
+        raise CurateError(f"category name '{as_text(stripped)}' is not valid UTF-8 text: rename its folder, or "
+                          "pass --rename OLD=NEW")
+    return stripped
+
+
 # Migration N brings the schema from version N-1 to N; append, never edit a released one.
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -220,7 +245,7 @@ class Workspace:
     """
 
     def __init__(self, root: str | Path, create: bool = True):
-        self.root = Path(root).resolve()
+        self.root = resolved(root)
         manifest = self.root / MANIFEST
         if not manifest.exists():
             if not create:
@@ -309,9 +334,7 @@ class Workspace:
     # -- categories ---------------------------------------------------------------------------
     def ensure_category(self, category: str) -> str:
         """Register `category` (free text, stored as given) and return its unique folder name."""
-        category = category.strip()
-        if not category:
-            raise CurateError("category name is empty")
+        category = check_category(category)
         with self.transaction() as db:
             row = db.execute("SELECT folder FROM categories WHERE name = ?", (category,)).fetchone()
             if row:
