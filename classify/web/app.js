@@ -178,7 +178,9 @@
     try {
       settings = await (await fetch("model.json")).json();
       ort.env.wasm.wasmPaths = new URL(settings.ort.wasm, location.href).href; // import() wants a full URL
-      ort.env.wasm.numThreads = 1; // threads need a cross-origin isolated page, which plain static hosting is not
+      // Threads need a cross-origin isolated page (COOP same-origin + COEP require-corp headers); plain static
+      // hosting is not, and then one thread. Isolated, 2 threads took 341 ms a photo against 506 (bench/RESULTS.md).
+      ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
       session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
       if (settings.menu) bank = await loadBank(settings.menu.file);
       if (bank && settings.menu.method === "knn+max-logit+exposed" && !bank.exposure)
