@@ -179,7 +179,7 @@
       settings = await (await fetch("model.json")).json();
       ort.env.wasm.wasmPaths = new URL(settings.ort.wasm, location.href).href; // import() wants a full URL
       // Threads need a cross-origin isolated page (COOP same-origin + COEP require-corp headers); plain static
-      // hosting is not, and then one thread. Isolated, 2 threads took 341 ms a photo against 506 (bench/RESULTS.md).
+      // hosting is not, and then one thread. Isolated, 2 threads took 341 ms a photo against 507 (bench/RESULTS.md).
       ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
       session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
       if (settings.menu) bank = await loadBank(settings.menu.file);
