@@ -81,7 +81,7 @@ def add_run_options(parser: argparse.ArgumentParser, skip=()) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from classify.compare import DEFAULT_OUT
-    from classify.export import FORMATS
+    from classify.export import FORMATS, INT8_AGREEMENT
     from classify.predict import TOP_K
 
     parser = Parser(prog="python -m classify", description="Train, evaluate and use a food classifier.")
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of loading them from the pinned CDN")
     export.add_argument("--int8", action="store_true", help="onnx and web: the model's 8-bit copy, as --runtime "
                         "onnx-int8 scores with (about 40 %% of the size; checked on its top class)")
+    export.add_argument("--min-agreement", type=number(float, 0, 1), metavar="SHARE",
+                        help="--int8: the least share of check images on which the 8-bit copy must name PyTorch's "
+                        f"top class (default {INT8_AGREEMENT}; a small single-backbone model often reaches only 0.8)")
 
     compare = commands.add_parser("compare", help="train several models (or option values) and tabulate them")
     compare.add_argument("--models", help="comma-separated backbone names (default: --model)")
@@ -273,8 +276,11 @@ def _export(args) -> int:
         raise ClassifyError("--push is for --format space")
     if args.ort_dir and args.format != "web":
         raise ClassifyError("--ort-dir is for --format web")
+    if args.min_agreement is not None and not args.int8:
+        raise ClassifyError("--min-agreement is for --int8")
     report = export(args.model, args.format, args.out, check_data=args.check_data, push=args.push,
-                    ort_dir=args.ort_dir, int8=args.int8)
+                    ort_dir=args.ort_dir, int8=args.int8,
+                    **({} if args.min_agreement is None else {"min_agreement": args.min_agreement}))
     if args.format in ("space", "web"):
         print(f"wrote {report.path} ({report.format}: {report.files} files, {report.size_bytes / 1e6:.1f} MB)"
               + (f"; ONNX{' (int8)' if args.int8 else ''} max |softmax difference| vs PyTorch "

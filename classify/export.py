@@ -72,21 +72,24 @@ def _check_out(run_dir: Path, out: Path) -> None:
 
 
 def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None, features: bool = False,
-           int8: bool = False):
+           int8: bool = False, min_agreement: float = INT8_AGREEMENT):
     """Write the model (input: normalized N x 3 x S x S float; output: logits, and with `features` (ONNX only) the
     pooled backbone features the on-menu score is computed from) and a JSON sidecar with classes,
     image size, mean and std; then compare its softmax with PyTorch's on real images. Both files are written under
     temporary names and renamed into place only once they agree: a failure or Ctrl-C leaves no part of them.
     `space` and `web` write a folder instead (classify.share): an ExportReport for files, a ShareReport for those.
     `int8` (onnx and web): the 8-bit copy `--runtime onnx-int8` scores with, features included, checked on its top
-    class (INT8_AGREEMENT) instead of the tolerance."""
+    class instead of the tolerance: refused below `min_agreement` (INT8_AGREEMENT unless the user accepts less)."""
     writers = {"onnx": _export_onnx, "torchscript": _export_torchscript}
     if int8 and fmt not in ("onnx", "web"):
         raise ClassifyError("--int8 is for --format onnx or web")
+    if not 0 <= min_agreement <= 1:
+        raise ClassifyError(f"--min-agreement must be between 0 and 1, got {min_agreement}")
     if fmt in FOLDER_FORMATS:
         from classify import share
         return share.export_space(run_dir, out, push=push) if fmt == "space" else \
-            share.export_web(run_dir, out, ort_dir=ort_dir, check_data=check_data, int8=int8)
+            share.export_web(run_dir, out, ort_dir=ort_dir, check_data=check_data, int8=int8,
+                                                                         min_agreement=min_agreement)
     if fmt not in writers:
         raise ClassifyError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if features and fmt != "onnx":
@@ -110,10 +113,10 @@ def export(run_dir, fmt: str, out, check_data=None, push=None, ort_dir=None, fea
                                                                                                      tmp, x)
         difference = float(np.abs(written - expected).max())
         agreement = float((written.argmax(1) == expected.argmax(1)).mean()) if int8 else None
-        if int8 and agreement < INT8_AGREEMENT:
+        if int8 and agreement < min_agreement:
             raise ClassifyError(f"the int8 model names PyTorch's top class on only {100 * agreement:.0f} % of "
-                                f"{len(x)} check images (at least {100 * INT8_AGREEMENT:.0f} % needed); nothing "
-                                "written: export without --int8")
+                                f"{len(x)} check images (at least {100 * min_agreement:.0f} % needed); nothing "
+                                "written: export without --int8, or accept less with --min-agreement")
         if not int8 and difference >= TOLERANCE:
             raise ClassifyError(f"exported model disagrees with PyTorch (max |softmax difference| {difference:.2e}); "
                                 f"nothing written")

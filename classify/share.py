@@ -265,7 +265,8 @@ def _first_line(error: Exception) -> str:
 
 # -- a static web app -----------------------------------------------------------------------------------------------
 
-def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int8: bool = False) -> float:
+def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int8: bool = False,
+              min_agreement: float | None = None) -> float:
     """index.html + JS, the model as ONNX (export's agreement check included) and model.json (classes,
     preprocessing, temperature, the on-menu rule); onnxruntime-web from the pinned CDN, or its files copied from
     `ort_dir`. With on-menu statistics the ONNX model gives the pooled features too, and the bundle's
@@ -277,7 +278,7 @@ def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int
     if not (run_dir / bundle_format.MENU_FILE).is_file():
         settings["menu"] = None  # as Predictor: a rule without its statistics counts every photo as on the menu
     report = export(run_dir, "onnx", folder / "model.onnx", check_data=check_data, features=bool(settings["menu"]),
-                    int8=int8)
+                    int8=int8, **({} if min_agreement is None else {"min_agreement": min_agreement}))
     (folder / "model.onnx.json").unlink()  # model.json carries all of it, and the page's own settings
     if settings["menu"]:
         shutil.copyfile(run_dir / bundle_format.MENU_FILE, folder / bundle_format.MENU_FILE)
@@ -311,12 +312,13 @@ def check_ort_dir(ort_dir) -> Path:
     return ort_dir
 
 
-def export_web(run_dir, out, ort_dir=None, check_data=None, int8: bool = False) -> ShareReport:
+def export_web(run_dir, out, ort_dir=None, check_data=None, int8: bool = False,
+               min_agreement: float | None = None) -> ShareReport:
     """Write the static web app to `out` (`int8`: with the model's 8-bit copy, about 40 % of the float file)."""
     ort_dir = check_ort_dir(ort_dir) if ort_dir else None
     check_out(run_dir, out)
     read_settings(Path(run_dir))  # a bad bundle is refused before anything is written
     difference = []
     files, size = _written(run_dir, out, "web", lambda folder: difference.append(
-        write_web(Path(run_dir), folder, ort_dir, check_data, int8)))
+        write_web(Path(run_dir), folder, ort_dir, check_data, int8, min_agreement)))
     return ShareReport(Path(out), "web", files, size, onnx_difference=difference[0])

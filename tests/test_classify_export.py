@@ -51,20 +51,35 @@ def test_backbones_side_by_side_train_predict_explain_and_export(tiny_data_sessi
 
 def test_int8_export_is_the_runtime_copy_smaller_and_checked_on_its_top_class(trained_bundle, tmp_path):
     """`classify export --format onnx --int8`: the 8-bit copy `--runtime onnx-int8` scores with (the same logits on
-    the same photos), features included, under half the float file, its top-class check in the sidecar; a format
-    that has no int8 copy is one line and exit 2."""
+    the same photos), features included, under half the float file, its top-class check in the sidecar and refused
+    below --min-agreement (0.9 unless given); a format that has no int8 copy is one line and exit 2."""
     import numpy as np
     import torch
     from badinput import run
 
     float_report = export(trained_bundle, "onnx", tmp_path / "float.onnx")
+    # The tiny bundle's 8-bit copy named float's top class on as few as 6 of its 9 examples on some CPUs (signed
+    # weights on one without VNNI, classify/runtime.py): accept any share, then hold the default to the share it
+    # printed.
     done = run("classify", "export", "--model", trained_bundle, "--format", "onnx", "--int8",
-               "--out", tmp_path / "int8.onnx")
+               "--min-agreement", "0", "--out", tmp_path / "int8.onnx")
     assert done.returncode == 0, done.stderr
     assert "int8" in done.stdout and "top class" in done.stdout
     assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * float_report.path.stat().st_size
     sidecar = json.loads((tmp_path / "int8.onnx.json").read_text())
-    assert sidecar["top_class_agreement"] >= 0.9 and "int8" in sidecar and "features" in sidecar
+    share = sidecar["top_class_agreement"]
+    assert f"{100 * share:.0f} %" in done.stdout and "int8" in sidecar and "features" in sidecar
+    default = run("classify", "export", "--model", trained_bundle, "--format", "onnx", "--int8",
+                  "--out", tmp_path / "default.onnx")
+    assert (default.returncode == 0) == (share >= 0.9) == (tmp_path / "default.onnx").exists(), default.stderr
+    if share < 0.9:
+        assert default.returncode == 2 and "--min-agreement" in default.stderr and "Traceback" not in default.stderr
+    strict = run("classify", "export", "--model", trained_bundle, "--format", "onnx", "--int8", "--min-agreement",
+                 "1.5", "--out", tmp_path / "strict.onnx")
+    assert strict.returncode == 2 and "--min-agreement" in strict.stderr and not (tmp_path / "strict.onnx").exists()
+    plain = run("classify", "export", "--model", trained_bundle, "--format", "onnx", "--min-agreement", "0.5",
+                "--out", tmp_path / "plain.onnx")
+    assert plain.returncode == 2 and "--min-agreement is for --int8" in plain.stderr
     session = onnxruntime.InferenceSession(str(tmp_path / "int8.onnx"))
     assert [o.name for o in session.get_outputs()][:2] == ["features", "logits"]
     int8 = classify.load(trained_bundle, runtime="onnx-int8")

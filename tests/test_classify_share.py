@@ -218,7 +218,10 @@ def test_web_app_int8_in_chromium_agrees_with_predict_int8(trained_bundle, tiny_
     """--int8: the page runs the model's 8-bit copy in onnxruntime-web (QDQ in WebAssembly) and gives the top class,
     the on-menu verdict and score of `predict --runtime onnx-int8`, on photos the two decode pixel for pixel alike."""
     export_web(trained_bundle, tmp_path / "float", "--ort-dir", ort_dist)
-    export_web(trained_bundle, tmp_path / "web", "--ort-dir", ort_dist, "--int8")
+    # The tiny bundle's 8-bit copy names float's top class on as few as 6 of its 9 examples on some CPUs (signed
+    # weights on one without VNNI, classify/runtime.py): what the page must match is predict's int8 copy, so the
+    # share is accepted whatever it is.
+    export_web(trained_bundle, tmp_path / "web", "--ort-dir", ort_dist, "--int8", "--min-agreement", "0")
     assert (tmp_path / "web" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "float" / "model.onnx").stat().st_size
     photos = sorted((tiny_data_session / "valid").rglob("*.jpg"))
     got = browser_predictions(browser, serve(tmp_path / "web"), photos)

@@ -189,7 +189,8 @@ def test_suspects_cli_errors_are_one_line(tmp_path, scored):
     ws_root = scored[0]
     run = subprocess.run([sys.executable, "-m", "curate", "--workspace", str(ws_root), "suspects", "--top", "0"],
                          capture_output=True, text=True)
-    assert run.returncode == 2 and run.stderr.strip() == "curate: --top must be at least 1, got 0"
+    assert run.returncode == 2 and run.stderr.strip() == (
+        "python -m curate suspects: argument --top: wants a whole number >= 1, got '0' (see --help)")
     run = subprocess.run([sys.executable, "-m", "curate", "--workspace", str(tmp_path / "none"), "suspects"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "no workspace" in run.stderr
