@@ -126,12 +126,14 @@ def _quantized(model: torch.nn.Module, image_size: int, calibration: np.ndarray)
                  and len(weights.get(node.input[1], ())) == 4 and weights[node.input[1]][1] == 3]
         in_float = [node.name for node in graph.node if "/head/" in f"/{node.name.lstrip('/')}"
                     or node.op_type in POOLING or any(node.name.startswith(stem) for stem in stems)]
-        # Weights unsigned too (U8U8): with signed weights ONNX Runtime's x86 kernels multiply through VPMADDUBSW on
-        # a CPU without VNNI (AVX2 only), whose 16-bit sums saturate; on such a CPU (a 2-core AMD EPYC, 2026-12-04)
-        # the tiny test model's int8 copy kept float's top class on 6 of its 9 examples (pooled features' cosine to
-        # float's 0.80), against 9 of 9 (0.98) with U8U8, and disagreed with the same file in onnxruntime-web.
+        # Weights in 7 bits (reduce_range): ONNX Runtime's x86 kernels multiply u8 activations by s8 weights through
+        # VPMADDUBSW on a CPU without VNNI (AVX2 only), whose 16-bit sums saturate with 8-bit weights. On such a CPU
+        # (a 2-core AMD EPYC, 2026-12-04) the tiny test model's copy kept float's top class on 6 of its 9 examples
+        # (pooled features' cosine to float's 0.80) and disagreed with the same file in onnxruntime-web; 7-bit
+        # weights: 8 of 9 (0.975). Unsigned weights (U8U8) read 9 of 9 (0.983) but ran 4.5x slower than float.
         quantize_static(prepared, quantized, Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8, nodes_to_exclude=in_float)
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=in_float)
         if not any(node.op_type == "DequantizeLinear" for node in onnx.load(quantized).graph.node):
             # e.g. a Hugging Face ResNet, whose exported weights reach its convs through Identity nodes
             log.warning("ONNX Runtime found nothing to quantize in this model: --runtime onnx-int8 scores in float")
@@ -149,7 +151,7 @@ def _cached_model(model: torch.nn.Module, image_size: int, cache: Path | None,
 
     if cache is None:
         return make()
-    extra = b"" if calibration is None else b"int8 v2 u8u8" + np.ascontiguousarray(calibration, np.float32).tobytes()
+    extra = b"" if calibration is None else b"int8 v2 reduce_range" + np.ascontiguousarray(calibration, np.float32).tobytes()
     path = cache / "onnx" / f"{cache_key(model, image_size, taps, extra)}.onnx"
     if path.is_file():
         try:
