@@ -270,7 +270,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from classify.export import export
+    from classify.export import INT8_AGREEMENT, export
 
     if args.push and args.format != "space":
         raise ClassifyError("--push is for --format space")
@@ -280,7 +280,7 @@ def _export(args) -> int:
         raise ClassifyError("--min-agreement is for --int8")
     report = export(args.model, args.format, args.out, check_data=args.check_data, push=args.push,
                     ort_dir=args.ort_dir, int8=args.int8,
-                    **({} if args.min_agreement is None else {"min_agreement": args.min_agreement}))
+                    min_agreement=INT8_AGREEMENT if args.min_agreement is None else args.min_agreement)
     if args.format in ("space", "web"):
         print(f"wrote {report.path} ({report.format}: {report.files} files, {report.size_bytes / 1e6:.1f} MB)"
               + (f"; ONNX{' (int8)' if args.int8 else ''} max |softmax difference| vs PyTorch "

@@ -13,10 +13,11 @@ memory. Heat maps use a second export with the feature maps as extra outputs (cl
 and GPUs keep using the PyTorch model.
 
 `runtime="onnx-int8"` (opt-in) runs an 8-bit copy: onnxruntime.quantization's static QDQ quantization (weights
-per channel), its activation ranges taken on the bundle's own examples/ photos (30 for 10 classes), the stems (the
-convs on the 3 colour channels, with their padding), the pooled features and the head left in float. Measured on the
-CPU default (bench/int8.py): 1.96x the images a second in batches of 16, food-dev-extra accuracy 79.7 % against
-80.2 % (the top class agrees on 97.5 % of photos), non-food rejected 99.6 % in both. The quantization (about 20 s
+per channel, in 7 bits), its activation ranges taken on the bundle's own examples/ photos (30 for 10 classes), the
+stems (the convs on the 3 colour channels, with their padding), the pooled features and the head left in float.
+Measured on the CPU default (bench/int8.py, a CPU without VNNI): 1.35x the images a second in batches of 16,
+food-dev-extra accuracy 79.1 % against 80.2 % (the top class agrees on 95.4 % of photos), non-food rejected 99.6 %
+in both. The quantization (about 20 s
 for the CPU default) is cached like the export, keyed also on the calibration photos.
 """
 from __future__ import annotations
@@ -151,7 +152,8 @@ def _cached_model(model: torch.nn.Module, image_size: int, cache: Path | None,
 
     if cache is None:
         return make()
-    extra = b"" if calibration is None else b"int8 v2 reduce_range" + np.ascontiguousarray(calibration, np.float32).tobytes()
+    extra = b"" if calibration is None else \
+        b"int8 v2 reduce_range" + np.ascontiguousarray(calibration, np.float32).tobytes()
     path = cache / "onnx" / f"{cache_key(model, image_size, taps, extra)}.onnx"
     if path.is_file():
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from classify import ClassifyError
 from classify import bundle as bundle_format
+from classify.export import INT8_AGREEMENT
 
 MARKER = ".platekit-share"  # what a share export wrote, file by file: the only folder it may replace
 # What the demo reads of a bundle, the files a Space serves (its examples/ folder is copied too); the others (plots,
@@ -266,7 +267,7 @@ def _first_line(error: Exception) -> str:
 # -- a static web app -----------------------------------------------------------------------------------------------
 
 def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int8: bool = False,
-              min_agreement: float | None = None) -> float:
+              min_agreement: float = INT8_AGREEMENT) -> float:
     """index.html + JS, the model as ONNX (export's agreement check included) and model.json (classes,
     preprocessing, temperature, the on-menu rule); onnxruntime-web from the pinned CDN, or its files copied from
     `ort_dir`. With on-menu statistics the ONNX model gives the pooled features too, and the bundle's
@@ -278,7 +279,7 @@ def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int
     if not (run_dir / bundle_format.MENU_FILE).is_file():
         settings["menu"] = None  # as Predictor: a rule without its statistics counts every photo as on the menu
     report = export(run_dir, "onnx", folder / "model.onnx", check_data=check_data, features=bool(settings["menu"]),
-                    int8=int8, **({} if min_agreement is None else {"min_agreement": min_agreement}))
+                    int8=int8, min_agreement=min_agreement)
     (folder / "model.onnx.json").unlink()  # model.json carries all of it, and the page's own settings
     if settings["menu"]:
         shutil.copyfile(run_dir / bundle_format.MENU_FILE, folder / bundle_format.MENU_FILE)
@@ -313,7 +314,7 @@ def check_ort_dir(ort_dir) -> Path:
 
 
 def export_web(run_dir, out, ort_dir=None, check_data=None, int8: bool = False,
-               min_agreement: float | None = None) -> ShareReport:
+               min_agreement: float = INT8_AGREEMENT) -> ShareReport:
     """Write the static web app to `out` (`int8`: with the model's 8-bit copy, about 40 % of the float file)."""
     ort_dir = check_ort_dir(ort_dir) if ort_dir else None
     check_out(run_dir, out)
