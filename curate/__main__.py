@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             from curate.importer import check_source
 
             check_source(args.source)  # a missing source makes no workspace
-        with Workspace(args.workspace, create=args.command in ("import", "scrape")) as ws:
+        with Workspace(args.workspace, create=args.command in ("import", "scrape"),
+                       writes=args.command not in ("stats", "export")) as ws:
             return args.func(args, ws)
     except CurateError as err:
         print(f"curate: {err}", file=sys.stderr)

@@ -65,7 +65,8 @@ def _groups(ws: Workspace, records: list[ImageRecord], threshold_bits: int, simi
     if missing:
         values, ok = hash_files([ws.abspath(r) for r in missing], "phash")
         new = {r.id: int(v) for r, v, good in zip(missing, values, ok) if good}
-        ws.set_hashes("phash", new)
+        if not ws.read_only:  # a cache: a read-only workspace computes them again next time
+            ws.set_hashes("phash", new)
         hashes.update(new)
     index = {r.id: k for k, r in enumerate(records)}
     hashed = [k for k, r in enumerate(records) if r.id in hashes]

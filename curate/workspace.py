@@ -22,6 +22,7 @@ threads): calls are serialised by one lock around one connection.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -193,6 +194,11 @@ def to_uint64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
 
+def _read_only(folder: Path) -> bool:
+    """Whether nothing can be written in `folder`: a read-only mount (also for root), or no write permission."""
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+
+
 def _row_to_record(row: Sequence) -> ImageRecord:
     values = dict(zip((f.name for f in fields(ImageRecord)), row))
     values["phash"] = None if values["phash"] is None else to_uint64(values["phash"])
@@ -241,31 +247,65 @@ def _image_filter(category: str | None = None, status: str | Sequence[str] | Non
 class Workspace:
     """Owns a workspace folder and its SQLite connection; use as a context manager.
 
-    `Workspace(root, create=False)` refuses a folder that has no manifest yet.
+    `Workspace(root, create=False)` refuses a folder that has no manifest yet. `writes=False` (stats, export) also
+    opens a manifest on a read-only disk or folder, for reading only.
     """
 
-    def __init__(self, root: str | Path, create: bool = True):
+    def __init__(self, root: str | Path, create: bool = True, writes: bool = True):
         self.root = resolved(root)
         manifest = self.root / MANIFEST
         if not manifest.exists():
             if not create:
                 raise CurateError(f"no workspace at {self.root} (missing {MANIFEST}); run `python -m curate import` or `scrape` first")
             self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / IMAGES_DIR).mkdir(exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
         self._batch: int | None = None  # set inside `batch()`: the batch number of the decisions logged now
+        self.read_only = False  # True when opened for reading only (`writes=False` on a read-only disk or folder)
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves so one call is one transaction.
-            self._db = sqlite3.connect(manifest, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.OperationalError as err:  # full or read-only disk, locked: the file itself may be fine
-            raise CurateError(f"cannot open {manifest}: {err} (is the disk full, read-only or busy?)") from None
+            self._db = self._connect(manifest)
+            (self.root / IMAGES_DIR).mkdir(exist_ok=True)
+        except (sqlite3.OperationalError, OSError) as err:  # full or read-only disk, locked: the file may be fine
+            if writes and _read_only(self.root):
+                raise CurateError(f"{self.root} is on a read-only disk or folder: this command writes to it "
+                                  "(`stats` and `export` only read)") from None
+            if writes or "locked" in str(err) or not self._open_read_only(manifest):
+                text = err if isinstance(err, sqlite3.Error) else err.strerror or err
+                raise CurateError(f"cannot open {manifest}: {text} (is the disk full, read-only or busy?)") from None
         except sqlite3.DatabaseError as err:
             raise CurateError(f"{manifest} is not a usable manifest: {err}") from None
+
+    def _connect(self, manifest: Path) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves so one call is one transaction.
+        self._db = sqlite3.connect(manifest, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+        return self._db
+
+    def _open_read_only(self, manifest: Path) -> bool:
+        """For commands that only read (`writes=False`): open the manifest without writing a byte, also where WAL
+        cannot make its side files (a read-only disk). False if it cannot be read either."""
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
+        for query in ("mode=ro", "immutable=1"):  # immutable: no -shm needed, safe because nothing can write here
+            try:
+                self._db = sqlite3.connect(f"{manifest.as_uri()}?{query}", uri=True, isolation_level=None,
+                                           check_same_thread=False, timeout=30)
+                version = self._db.execute("SELECT version FROM schema_version").fetchone()[0]
+                break
+            except sqlite3.OperationalError:
+                self._db.close()
+                self._db = None
+        else:
+            return False
+        if version != SCHEMA_VERSION:
+            self._db.close()
+            raise CurateError(f"{manifest} is read-only and written by another curate (schema v{version}, this one "
+                              f"v{SCHEMA_VERSION}); open it once where it can be written, or upgrade platekit")
+        self.read_only = True
+        return True
 
     # -- lifetime ---------------------------------------------------------------------------
     def __enter__(self) -> "Workspace":
@@ -286,6 +326,8 @@ class Workspace:
         with self._lock:
             if self._db is None:
                 raise CurateError("workspace is closed")
+            if self.read_only:
+                raise CurateError(f"{self.root} is read-only here: this command only reads it")
             if self._depth:
                 self._depth += 1
                 try:
