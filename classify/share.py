@@ -30,6 +30,29 @@ ORT_INTEGRITY = "sha384-Bw6URI+Gvoadw0do7/QrSHUC9D1vCYYK5OSqChFyhyV5mzPL4oe2rOAF
 # The wasm backend without threads or WebGPU needs only these: the script, its loader and the WebAssembly binary.
 ORT_FILES = (ORT_SCRIPT, "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WEB_ASSETS = ("index.html", "app.js", "preprocess.js")
+# Threads in onnxruntime-web need a cross-origin isolated page, which only the host's response headers make. Two
+# files say so to the hosts that read them: `_headers` (Netlify, Cloudflare Pages) and README.md's front matter (a
+# static Hugging Face Space's custom_headers). Plain hosts ignore both and the page runs on one thread.
+ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+WEB_README = """---
+title: {quoted}
+emoji: 🍜
+colorFrom: yellow
+colorTo: red
+sdk: static
+app_file: index.html
+pinned: false
+custom_headers:
+{headers}
+---
+
+# {title}
+
+A food classifier trained with platekit that runs in the browser: pick a photo or take one, and the page names the
+dish on the device (onnxruntime-web); nothing is uploaded. Serve this folder from any static host that sends `.mjs`
+as JavaScript. Where the host also sends the headers in `_headers` (as Netlify, Cloudflare Pages and a static
+Hugging Face Space with this README do), the model runs on several threads.
+"""
 
 
 @dataclass(frozen=True)
@@ -293,11 +316,20 @@ def write_web(run_dir: Path, folder: Path, ort_dir: Path | None, check_data, int
         if name == "index.html":
             text = _ort_tag(text, settings["ort"])
         (folder / name).write_text(text, encoding="utf-8")
+    _write_host_files(folder, space_title(settings, run_dir))
     if ort_dir:
         (folder / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copy2(Path(ort_dir) / name, folder / "ort" / name)
     return report.max_abs_difference
+
+
+def _write_host_files(folder: Path, title: str) -> None:
+    headers = "".join(f"  {name}: {value}\n" for name, value in ISOLATION_HEADERS.items())
+    (folder / "_headers").write_text(f"/*\n{headers}", encoding="utf-8")
+    space = "\n".join(f"  {name.lower()}: {value}" for name, value in ISOLATION_HEADERS.items())
+    (folder / "README.md").write_text(WEB_README.format(
+        title=title, quoted=json.dumps(title, ensure_ascii=False), headers=space), encoding="utf-8")
 
 
 def _ort_tag(html: str, ort: dict) -> str:

@@ -78,12 +78,24 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
+class HeadersFileHandler(Handler):
+    """A host that applies the folder's `_headers` file to every response, as Netlify and Cloudflare Pages do."""
+
+    def end_headers(self):
+        rules = (Path(self.directory) / "_headers").read_text(encoding="utf-8").splitlines()
+        assert rules[0] == "/*"
+        for line in rules[1:]:
+            self.send_header(*(part.strip() for part in line.split(":", 1)))
+        super().end_headers()
+
+
 @pytest.fixture
 def serve():
     servers = []
 
-    def start(folder: Path) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+    def start(folder: Path, isolated: bool = False) -> str:
+        handler = HeadersFileHandler if isolated else Handler
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}/"
@@ -174,7 +186,7 @@ def test_web_export_default_loads_pinned_cdn_with_integrity(trained_bundle, tmp_
     assert settings["temperature"] == config.get("temperature", 1.0) and settings["ort"]["wasm"] == share.ORT_CDN
     assert not (tmp_path / "web" / "ort").exists()
     assert sorted(p.name for p in (tmp_path / "web").iterdir()) == sorted(
-        [share.MARKER, "model.onnx", "model.json", "menu.safetensors", *share.WEB_ASSETS])
+        [share.MARKER, "model.onnx", "model.json", "menu.safetensors", "_headers", "README.md", *share.WEB_ASSETS])
     # the on-menu rule travels: the bundle's statistics as they are, its threshold, and the features to score
     assert (tmp_path / "web" / "menu.safetensors").read_bytes() == (trained_bundle / "menu.safetensors").read_bytes()
     assert settings["menu"] == {"method": config["menu_method"], "threshold": config["menu_threshold"],
@@ -211,6 +223,31 @@ def test_web_app_in_chromium_agrees_with_predict_on_tiny_bundle(trained_bundle, 
     examples = sorted((trained_bundle / "examples").rglob("*.jpg"))
     assert agreement(browser_predictions(browser, url, examples), predict_cli(trained_bundle, examples),
                      tolerance=None) <= DRAFT_TOLERANCE
+
+
+@pytest.mark.slow
+def test_web_app_uses_threads_when_cross_origin_isolated(trained_bundle, tiny_data_session, tmp_path, ort_dist,
+                                                          serve, browser):
+    """Served by a host that sends the headers in the export's `_headers` (COOP/COEP) the page is cross-origin
+    isolated and runs onnxruntime-web on more than one thread (where the browser has 2+ cores), with the same results
+    as predict; served plainly, one thread. README.md asks a static Hugging Face Space for the same headers."""
+    from huggingface_hub.repocard import metadata_load
+
+    export_web(trained_bundle, tmp_path / "web", "--ort-dir", ort_dist)
+    card = metadata_load(tmp_path / "web" / "README.md")
+    assert card["sdk"] == "static" and card["app_file"] == "index.html"
+    assert card["custom_headers"] == {k.lower(): v for k, v in share.ISOLATION_HEADERS.items()}
+    photos = sorted((tiny_data_session / "valid").rglob("*.jpg"))[:4]
+    for isolated in (True, False):
+        url = serve(tmp_path / "web", isolated=isolated)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+        cores = page.evaluate("navigator.hardwareConcurrency")
+        assert page.evaluate("self.crossOriginIsolated") is isolated
+        assert page.evaluate("ort.env.wasm.numThreads") == (min(4, cores) if isolated else 1)
+        page.close()
+        assert agreement(browser_predictions(browser, url, photos), predict_cli(trained_bundle, photos)) <= 1e-4
 
 
 def test_web_app_int8_in_chromium_agrees_with_predict_int8(trained_bundle, tiny_data_session, tmp_path, ort_dist,
