@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -145,6 +146,37 @@ def _menu_metrics(predictor, scores, unknown, progress) -> dict:
     return result
 
 
+REPORTS = ("evaluation.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "errors.html",
+           "errors.png", "reliability.png")
+WRITTEN = ".platekit-evaluate"  # what evaluate wrote in --out, with sha256s: the only files a later run replaces
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that is a file or holds a report-named file evaluate did not write there
+    (or that changed since); other files in the folder are left alone."""
+    if out.exists() and not out.is_dir():
+        raise ClassifyError(f"--out {out} exists and is not a folder; pick a folder")
+    try:
+        written = json.loads((out / WRITTEN).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        written = {}
+    for name in REPORTS:
+        target = out / name
+        if target.exists() and (not isinstance(written, dict) or not target.is_file()
+                                or written.get(name) != _sha256(target)):
+            raise ClassifyError(f"{target} exists and was not written by classify evaluate; move it away or pick "
+                                "another --out")
+
+
+def _note_written(out: Path) -> None:
+    (out / WRITTEN).write_text(json.dumps({n: _sha256(out / n) for n in REPORTS if (out / n).is_file()}, indent=1))
+
+
 def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress: bool = False,
              out: str | Path | None = None, unknown: str | Path | None = None,
              against: str | Path | None = None, runtime: str = "auto") -> dict:
@@ -162,6 +194,8 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
         raise ClassifyError(f"--unknown folder not found: {unknown}")
     if unknown is not None and not D.images_in(Path(unknown)):
         raise ClassifyError(f"no images found under --unknown {unknown}")
+    if out is not None:
+        check_out(Path(out))
     predictor = classify.load(run_dir, runtime=runtime)
     split = resolve_split(data)
     classes = predictor.classes
@@ -196,6 +230,7 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
         report.write_errors(Path(out), errors, seen, metrics["n"], metrics["split"])
         calibration.plot_reliability(Path(out) / "reliability.png", probabilities, labels)
         (Path(out) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+        _note_written(Path(out))
         if metrics["held_out"] and runtime != "onnx-int8":
             write_held_out(predictor.run_dir, metrics)
     return metrics

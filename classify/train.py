@@ -6,7 +6,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -674,7 +673,7 @@ def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:
     from PIL import Image
 
     folder = out / bundle_format.EXAMPLES_DIR
-    shutil.rmtree(folder, ignore_errors=True)
+    _remove_old_examples(folder)
     source = layout.splits.get("valid") or layout.splits["train"]
     written = {}
     for sample in source:
@@ -688,6 +687,20 @@ def _write_examples(out: Path, layout: D.DataLayout, per_class: int) -> None:
         (folder / _safe_name(name)).mkdir(parents=True, exist_ok=True)
         image.save(folder / _safe_name(name) / f"{written.get(name, 0)}.jpg", quality=88)
         written[name] = written.get(name, 0) + 1
+
+
+def _remove_old_examples(folder: Path) -> None:
+    """An earlier run's examples (examples/<class>/<n>.jpg, the names _write_examples gives); a file of another name,
+    such as a photo a user added for the demo, stays, and so does its folder."""
+    if not folder.is_dir():
+        return
+    for class_dir in folder.iterdir():
+        if class_dir.is_dir() and not class_dir.is_symlink():
+            for path in class_dir.iterdir():
+                if path.is_file() and not path.is_symlink() and path.suffix == ".jpg" and path.stem.isdigit():
+                    path.unlink()
+            if not any(class_dir.iterdir()):
+                class_dir.rmdir()
 
 
 def _safe_name(name: str) -> str:

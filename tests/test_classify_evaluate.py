@@ -95,3 +95,39 @@ def test_evaluate_against_a_missing_folder_is_one_line(trained_bundle, tiny_data
                "--against", str(tmp_path / "nope"))
     assert_refused(done, "training folder not found")
     assert tree_digest(tmp_path) == before
+
+
+def test_evaluate_out_never_replaces_a_report_it_did_not_write(trained_bundle, tiny_data_session, tmp_path):
+    """A user's evaluation.json in --out is refused before any work, and kept; a file of another name stays; a folder
+    evaluate wrote itself is written again; an --out that is a file is refused up front."""
+    from badinput import assert_refused, run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "evaluation.json").write_text("mine")
+    (out / "notes.txt").write_text("also mine")
+    args = ("evaluate", "--model", str(trained_bundle), "--data", str(tiny_data_session))
+    assert_refused(run("classify", *args, "--out", str(out)), "was not written by classify evaluate")
+    assert (out / "evaluation.json").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [
+        "evaluation.json", "notes.txt"]
+    (out / "evaluation.json").unlink()
+    for _ in range(2):  # the second run replaces the first one's reports
+        done = run("classify", *args, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+    assert json.loads((out / "evaluation.json").read_text())["n"] > 0 and (out / "notes.txt").read_text() == "also mine"
+    (out / "errors.html").write_text("edited by hand")
+    assert_refused(run("classify", *args, "--out", str(out)), "errors.html exists")
+    assert (out / "errors.html").read_text() == "edited by hand"
+    (tmp_path / "file").write_text("x")
+    assert_refused(run("classify", *args, "--out", str(tmp_path / "file")), "is not a folder")
+
+
+def test_retraining_keeps_photos_a_user_added_to_examples(tmp_path):
+    from classify.train import _remove_old_examples
+
+    folder = tmp_path / "examples"
+    for name in ("pho/0.jpg", "pho/1.jpg", "pho/my_best.jpg", "ramen/0.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"jpeg")
+    _remove_old_examples(folder)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["pho", "pho/my_best.jpg"]
