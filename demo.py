@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="run folder (model bundle); default: the newest one under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where to look for runs when --model is not given")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the whole network)")
-    parser.add_argument("--port", type=PORT, default=7860, help="port to listen on, 0..65535 (default 7860)")
+    parser.add_argument("--port", type=PORT, default=7860, help="port to listen on, 1..65535 (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     parser.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     parser.add_argument("--facts", metavar="FILE.csv", help="CSV: class, then any columns (calories, protein, ...)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -53,31 +54,84 @@ class Bundle:
 TYPED = {f.name for f in fields(Bundle)} - {"settings"}
 
 
+MAX_IMAGE_SIZE = 1024  # input px: above it one photo's tensors alone take gigabytes (a 20,000 px config took 6.6 GB)
+MIX_KEYS = ("knn_mean", "knn_std", "max_logit_mean", "max_logit_std", "max_logit_weight")  # classify.menu.fit_mix's
+
+
+def _number(values: dict, name: str, low: float, high: float, integer: bool = False, default=None):
+    """config.json's `name` as an int or float within [low, high], or a one-line error naming the field."""
+    value = values.get(name, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+        low <= value <= high and (not integer or float(value).is_integer())
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        raise ClassifyError(f"config.json's {name} is {json.dumps(value)[:40]}: it must be {kind} from {low} to {high}")
+    return int(value) if integer else float(value)
+
+
+def _numbers(values: dict, name: str, low: float) -> tuple[float, float, float]:
+    value = values.get(name)
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ClassifyError(f"config.json's {name} must be 3 numbers (one per colour channel)")
+    return tuple(_number({name: v}, name, low, 1e6) for v in value)
+
+
+def _checked(values: dict) -> dict:
+    """The typed fields with their types and ranges checked: a bad value is a one-line error here, not a traceback
+    (or gigabytes of memory) when the model is built or the first photo is scored."""
+    classes = values.get("classes")
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) and c for c in classes):
+        raise ClassifyError("config.json's classes must be a list of names")
+    if len(set(classes)) != len(classes):
+        raise ClassifyError(f"config.json's classes name {sorted({c for c in classes if classes.count(c) > 1})[0]!r} "
+                            "twice")
+    if not isinstance(values.get("architecture"), str) or not values["architecture"]:
+        raise ClassifyError("config.json's architecture must be a backbone's name")
+    image_size = _number(values, "image_size", 32, MAX_IMAGE_SIZE, integer=True)
+    checked = {"classes": tuple(classes), "image_size": image_size,
+               "cache_size": _number(values, "cache_size", image_size, MAX_IMAGE_SIZE, integer=True),
+               "mean": _numbers(values, "mean", -1e6), "std": _numbers(values, "std", 1e-6),
+               "temperature": _number(values, "temperature", 1e-3, 1e3, default=1.0),
+               "menu_k": _number(values, "menu_k", 1, 1000, integer=True, default=1),
+               "format_version": _number(values, "format_version", 1, 1e6, integer=True, default=1)}
+    if values.get("menu_method") is not None:
+        if not isinstance(values["menu_method"], str):
+            raise ClassifyError("config.json's menu_method must be a name")
+        checked["menu_threshold"] = _number(values, "menu_threshold", -1e6, 1e6)
+        mix = values.get("menu_mix")
+        if values["menu_method"] != "knn":
+            if not isinstance(mix, dict) or not set(MIX_KEYS) <= set(mix):
+                raise ClassifyError(f"config.json's menu_mix must hold {', '.join(MIX_KEYS)} for its on-menu method")
+            for key in mix:
+                _number(mix, key, -1e12, 1e12)
+    return checked
+
+
 def from_json(values: dict, where: str = "config.json") -> Bundle:
-    """A Bundle from config.json's object; a bundle written before the format had a version loads as version 1."""
+    """A Bundle from config.json's object; a bundle written before the format had a version loads as version 1.
+    Every field's type and range is checked (a one-line ClassifyError naming it)."""
     if not isinstance(values, dict):
         raise ClassifyError(f"{where} is not a JSON object")
+    missing = [name for name in ("architecture", "classes", "image_size", "cache_size", "mean", "std")
+               if name not in values]
+    if missing:
+        raise ClassifyError(f"{where} lacks a required field: {', '.join(missing)}")
     typed = {name: values[name] for name in TYPED if name in values}
-    typed.setdefault("format_version", 1)
     if "temperature" in values and "calibrated" not in values:
         typed["calibrated"] = True
     try:
+        typed.update(_checked(values))
+    except ClassifyError as error:
+        raise ClassifyError(str(error).replace("config.json", where, 1)) from None
+    try:
         bundle = Bundle(**typed, settings={k: v for k, v in values.items() if k not in TYPED})
-        bundle = replace(bundle, classes=tuple(str(c) for c in bundle.classes), image_size=int(bundle.image_size),
-                         cache_size=int(bundle.cache_size), mean=tuple(float(v) for v in bundle.mean),
-                         std=tuple(float(v) for v in bundle.std), temperature=float(bundle.temperature),
-                         format_version=int(bundle.format_version))
-    except TypeError as error:  # a required field missing
-        missing = [name for name in ("architecture", "classes", "image_size", "cache_size", "mean", "std")
-                   if name not in values]
-        raise ClassifyError(f"{where} lacks a required field: {', '.join(missing) or error}") from None
-    except ValueError as error:
+    except TypeError as error:
         raise ClassifyError(f"{where} has a field of the wrong kind: {error}") from None
     if bundle.format_version > FORMAT_VERSION:
         raise ClassifyError(f"{where} is bundle format {bundle.format_version}; this platekit reads up to "
                             f"{FORMAT_VERSION}: upgrade platekit")
-    if len(bundle.classes) < 2 or not bundle.temperature > 0:
-        raise ClassifyError(f"{where} needs at least 2 classes and a positive temperature")
+    if len(bundle.classes) < 2:
+        raise ClassifyError(f"{where} needs at least 2 classes")
     return bundle
 
 

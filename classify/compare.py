@@ -20,6 +20,8 @@ def plan_runs(base: RunConfig, models: str | None, sweep: str | None) -> list[tu
         raise ClassifyError("give --models or --sweep, not both")
     if models:
         names = [name.strip() for name in models.split(",") if name.strip()]
+        if not names:
+            raise ClassifyError(f"--models {models!r} names no backbone; give --models A,B,C")
         return [(name, replace(base, model=name)) for name in names]
     if sweep:
         option, _, values = sweep.partition("=")

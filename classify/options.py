@@ -36,7 +36,7 @@ def number(kind=int, low=None, high=None, low_open=False, high_open=False):
     return parse
 
 
-PORT = number(int, 0, 65535)
+PORT = number(int, 1, 65535)  # 0 (any free port) is not offered: Gradio then fails to reach its own server
 
 
 def read_text(path, what: str, error: type[Exception] | None = None) -> str:

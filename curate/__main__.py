@@ -301,7 +301,7 @@ def _add_export(sub) -> None:
 def _add_review(sub) -> None:
     p = sub.add_parser("review", help="open the review-and-crop UI in the browser")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=PORT, default=7860, help="port to listen on, 0..65535 (default 7860)")
+    p.add_argument("--port", type=PORT, default=7860, help="port to listen on, 1..65535 (default 7860)")
     p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     p.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (servers)")

@@ -264,3 +264,10 @@ def test_compare_out_over_a_foreign_table(tiny_data, tmp_path):
                tmp_path / "cmp")
     assert_refused(done, "compare.csv", "not written by classify compare")
     assert tree_digest(tmp_path / "cmp") == before
+
+
+@pytest.mark.parametrize("models", [",", " , ,"])
+def test_compare_models_naming_no_backbone_is_one_line(tiny_data, tmp_path, models):
+    done = run("classify", "compare", "--data", tiny_data, "--models", models, "--compare-out", tmp_path / "cmp")
+    assert_refused(done, "names no backbone")  # was: IndexError, and an empty compare.csv left behind
+    assert not (tmp_path / "cmp").exists()
