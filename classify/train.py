@@ -596,7 +596,8 @@ def write_run(out: Path, model: nn.Module, config: RunConfig, resolved: dict, me
     write_bundle(out, model, config, resolved, metrics, history)
     write_reports(out, metrics, layout.classes)
     _write_examples(out, layout, config.examples_per_class)
-    for name in ("checkpoint.json", "checkpoint.safetensors"):
+    # held_out.json (evaluate's figures on a split this run's model never saw) described the model replaced here
+    for name in ("checkpoint.json", "checkpoint.safetensors", bundle_format.HELD_OUT_FILE):
         (out / name).unlink(missing_ok=True)
     if config.mlflow is not None:
         _log_mlflow(config, resolved, metrics, history, out)

@@ -101,9 +101,14 @@ def test_resume_continues_after_interruption(tiny_data, tmp_path, monkeypatch):
     saved = load_file(str(out / "checkpoint.safetensors"))
     assert any(k.startswith("model.head.") for k in saved) and any(k.startswith("best.head.") for k in saved)
     assert not any(k.startswith(("model.backbone.", "best.backbone.")) and k.endswith(".weight") for k in saved)
+    (out / "held_out.json").write_text('{"accuracy": 0.99}')  # an earlier model's held-out figures
+    (out / "examples" / "mine").mkdir(parents=True)
+    (out / "examples" / "mine" / "best.jpg").write_bytes(b"a user's photo")
     resumed = train(RunConfig(**{**config.__dict__, "resume": True}))
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
     assert not (out / "checkpoint.json").exists()
+    assert not (out / "held_out.json").exists()  # the demo's card must not show them for the new model
+    assert (out / "examples" / "mine" / "best.jpg").read_bytes() == b"a user's photo"
     # The resumed run is the run that was not interrupted: every epoch's draws are keyed, not carried in a generator.
     whole = train(RunConfig(**{**config.__dict__, "out": str(tmp_path / "whole")}))
     assert [row["valid_loss"] for row in whole.history] == pytest.approx([row["valid_loss"] for row in resumed.history])
