@@ -55,6 +55,8 @@ def open_lazy(source) -> Image.Image:
     elif isinstance(source, (str, os.PathLike)) and not Path(source).is_file():  # a fifo would block open() for ever
         raise ImageError("not_an_image", "no such file" if not Path(source).exists()
                          else "not a file (a folder, pipe or device)")
+    elif isinstance(source, (str, os.PathLike)) and Path(source).stat().st_size == 0:
+        raise ImageError("empty", "file is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `check` applies the lower limit

@@ -86,6 +86,16 @@ def test_predict_refuses_an_image_over_the_one_pixel_limit(tmp_path, trained_bun
     assert_refused(done, "enormous.png", "8000x8000", "the limit is 50 MP", code=1)
 
 
+
+def test_an_empty_file_is_said_to_be_empty(tmp_path, trained_bundle):
+    (tmp_path / "photo.jpg").write_bytes(b"")  # was: "not an image in a supported format (avif, bmp, ...)"
+    with pytest.raises(images.ImageError) as error:
+        images.open_lazy(tmp_path / "photo.jpg")
+    assert error.value.reason == "empty"
+    assert_refused(run("classify", "predict", "--model", trained_bundle, tmp_path / "photo.jpg"), "photo.jpg",
+                   "file is empty", code=1)
+
+
 # --- curate import: the same limits, every refusal counted ------------------------------------------------------
 
 @pytest.mark.slow
