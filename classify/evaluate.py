@@ -207,6 +207,9 @@ def evaluate(run_dir: str | Path, data: str | Path, tta: bool = False, progress:
     if not samples:
         raise ClassifyError(f"no images found under {split}")
     cache = D.load_cache(samples, predictor.cache_size, progress=progress, desc="decode")
+    if len(cache.images) == 0:
+        path, reason = cache.skipped[0]
+        raise ClassifyError(f"none of the {len(samples)} images under {split} could be read (e.g. {path}: {reason})")
     features, logits = predictor.features_and_logits(cache.images, tta=tta, progress=progress)
     labels = cache.labels.numpy()
     probabilities = predictor.probabilities_from_logits(logits)

@@ -34,6 +34,10 @@ class ExportReport:
 
 def _check_images(predictor, check_data) -> torch.Tensor:
     folder = Path(check_data) if check_data else predictor.run_dir / EXAMPLES_DIR
+    if check_data and not folder.exists():
+        raise ClassifyError(f"--check-data folder not found: {folder}")
+    if check_data and not folder.is_dir():
+        raise ClassifyError(f"--check-data {folder} is a file; give the folder of photos it is in")
     paths = D.images_in(folder) if folder.is_dir() else []
     if not paths:
         raise ClassifyError(f"no images to check the export on in {folder}; pass --check-data FOLDER")

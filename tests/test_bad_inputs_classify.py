@@ -111,3 +111,24 @@ def test_evaluate_data_that_is_a_file(trained_bundle, tmp_path):
     text.write_text("x")
     assert_refused(run("classify", "evaluate", "--model", trained_bundle, "--data", text), "is not a folder", code=2)
     assert [p.name for p in tmp_path.iterdir()] == ["split.txt"]
+
+
+def test_evaluate_a_split_of_unreadable_images_says_why(trained_bundle, tmp_path):
+    import json
+
+    classes = json.loads((trained_bundle / "config.json").read_text())["classes"]
+    (tmp_path / "split" / classes[0]).mkdir(parents=True)
+    (tmp_path / "split" / classes[0] / "a.jpg").write_bytes(b"")
+    (tmp_path / "split" / classes[0] / "b.jpg").write_bytes(b"not a jpeg at all")
+    done = run("classify", "evaluate", "--model", trained_bundle, "--data", tmp_path / "split")
+    assert_refused(done, "none of the 2 images", "could be read", code=2)  # was: "no images to evaluate"
+
+
+def test_export_check_data_missing_or_a_file(trained_bundle, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    for check, words in ((tmp_path / "nope", "--check-data folder not found"), (photo, "is a file")):
+        done = run("classify", "export", "--model", trained_bundle, "--format", "onnx", "--out",
+                   tmp_path / "model.onnx", "--check-data", check)
+        assert_refused(done, words, code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
