@@ -54,7 +54,9 @@ class Bundle:
 TYPED = {f.name for f in fields(Bundle)} - {"settings"}
 
 
-MAX_IMAGE_SIZE = 1024  # input px: above it one photo's tensors alone take gigabytes (a 20,000 px config took 6.6 GB)
+# Input px a bundle may name: under 32 the backbones' strides leave nothing to pool; far above 1024 one photo's
+# tensors alone take gigabytes (a config of 20,000 px took 6.6 GB for one photo).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 MIX_KEYS = ("knn_mean", "knn_std", "max_logit_mean", "max_logit_std", "max_logit_weight")  # classify.menu.fit_mix's
 
 
@@ -87,9 +89,9 @@ def _checked(values: dict) -> dict:
                             "twice")
     if not isinstance(values.get("architecture"), str) or not values["architecture"]:
         raise ClassifyError("config.json's architecture must be a backbone's name")
-    image_size = _number(values, "image_size", 32, MAX_IMAGE_SIZE, integer=True)
+    image_size = _number(values, "image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, integer=True)
     checked = {"classes": tuple(classes), "image_size": image_size,
-               "cache_size": _number(values, "cache_size", image_size, MAX_IMAGE_SIZE, integer=True),
+               "cache_size": _number(values, "cache_size", image_size, 2 * MAX_IMAGE_SIZE, integer=True),
                "mean": _numbers(values, "mean", -1e6), "std": _numbers(values, "std", 1e-6),
                "temperature": _number(values, "temperature", 1e-3, 1e3, default=1.0),
                "menu_k": _number(values, "menu_k", 1, 1000, integer=True, default=1),

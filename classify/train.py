@@ -375,7 +375,7 @@ def train(config: RunConfig, progress: bool = False, log: Callable[[str], None] 
     head = resolve_head(config, strategy)
     model, spec, extra = models.create(architecture, len(layout.classes), head=head, weights=config.weights,
                                        dropout=0.0 if strategy == "all" else 0.2)
-    image_size = config.image_size or spec.image_size
+    image_size = _input_size(config, spec)
     cache_px = D.eval_size(image_size, spec.crop_pct)
     train_cache, valid_cache, counts = load_splits(layout, cache_px, progress, log)
     outside = load_outside(config.not_on_menu, layout.classes, cache_px, (train_cache, valid_cache), progress, log)
@@ -601,6 +601,14 @@ def write_run(out: Path, model: nn.Module, config: RunConfig, resolved: dict, me
         (out / name).unlink(missing_ok=True)
     if config.mlflow is not None:
         _log_mlflow(config, resolved, metrics, history, out)
+
+
+def _input_size(config: RunConfig, spec) -> int:
+    image_size = config.image_size or spec.image_size
+    if not bundle_format.MIN_IMAGE_SIZE <= image_size <= bundle_format.MAX_IMAGE_SIZE:  # what a bundle may name
+        raise ClassifyError(f"--image-size {image_size} is too small for a backbone: give 0 (the backbone's own) or "
+                            f"{bundle_format.MIN_IMAGE_SIZE}-{bundle_format.MAX_IMAGE_SIZE}")
+    return image_size
 
 
 def _scheduler(optimizer, config: RunConfig, epochs: int, steps_per_epoch: int):

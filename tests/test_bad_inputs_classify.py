@@ -28,6 +28,7 @@ def data(tmp_path_factory) -> Path:
     ("--valid-fraction", "0", ["--valid-fraction", "> 0", "< 1"]),
     ("--valid-fraction", "1", ["--valid-fraction", "< 1"]),
     ("--image-size", "-224", ["--image-size", ">= 0"]),
+    ("--image-size", "16", ["--image-size 16", "32-1024"]),  # a bundle of 16 px would not load
     ("--views", "-1", ["--views", ">= 0"]),
     ("--patience", "2.5", ["--patience", "whole number"]),
     ("--warmup-epochs", "-0.5", ["--warmup-epochs", ">= 0"]),

@@ -121,3 +121,13 @@ def test_bad_config_is_one_line_error(case, trained_bundle, tmp_path):
     before = tree_digest(tmp_path)
     assert_refused(run("classify", "predict", "--model", bad, image), "config.json", *words.split(), code=2)
     assert tree_digest(tmp_path) == before
+
+
+def test_the_largest_input_size_train_allows_makes_a_bundle_that_loads():
+    from classify import data as D
+
+    values = {"architecture": "efficientnet_lite0", "classes": ["a", "b"], "image_size": bundle_format.MAX_IMAGE_SIZE,
+              "cache_size": D.eval_size(bundle_format.MAX_IMAGE_SIZE, 0.875), "mean": [0.5] * 3, "std": [0.5] * 3}
+    assert bundle_format.from_json(values).cache_size > bundle_format.MAX_IMAGE_SIZE
+    with pytest.raises(ClassifyError, match="image_size is 31"):
+        bundle_format.from_json({**values, "image_size": bundle_format.MIN_IMAGE_SIZE - 1})
