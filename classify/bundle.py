@@ -57,6 +57,9 @@ TYPED = {f.name for f in fields(Bundle)} - {"settings"}
 # Input px a bundle may name: under 32 the backbones' strides leave nothing to pool; far above 1024 one photo's
 # tensors alone take gigabytes (a config of 20,000 px took 6.6 GB for one photo).
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+# The on-menu rules this platekit scores (classify.menu computes them): plain kNN similarity, kNN mixed with the
+# head's largest logit, and that mix with a classifier of photos supplied as not on the menu (train --not-on-menu).
+MENU_METHODS = ("knn", "knn+max-logit", "knn+max-logit+exposed")
 MIX_KEYS = ("knn_mean", "knn_std", "max_logit_mean", "max_logit_std", "max_logit_weight")  # classify.menu.fit_mix's
 
 
@@ -100,6 +103,9 @@ def _checked(values: dict) -> dict:
         if not isinstance(values["menu_method"], str):
             raise ClassifyError("config.json's menu_method must be a name")
         checked["menu_threshold"] = _number(values, "menu_threshold", -1e6, 1e6)
+        if values["menu_method"] not in MENU_METHODS:  # a later platekit's rule: refused by name, never misread
+            raise ClassifyError(f"config.json has an on-menu method this platekit does not know "
+                                f"({values['menu_method']!r}): upgrade platekit")
         mix = values.get("menu_mix")
         if values["menu_method"] != "knn":
             if not isinstance(mix, dict) or not set(MIX_KEYS) <= set(mix):

@@ -66,10 +66,6 @@ class Predictor:
         self.metrics = bundle_format.read_json(self.run_dir, "metrics.json")
         self.held_out = bundle_format.read_json(self.run_dir, bundle_format.HELD_OUT_FILE)
         self.menu_bank, self.menu_exposure = None, None
-        if self.bundle.menu_method is not None and (self.bundle.menu_method not in menu.METHODS or (
-                self.bundle.menu_method != "knn" and not isinstance(self.bundle.menu_mix, dict))):
-            raise ClassifyError(f"{self.run_dir / 'config.json'} has an on-menu method this platekit does not know "
-                                f"({self.bundle.menu_method!r}, or its menu_mix is missing): upgrade platekit")
         if self.bundle.menu_method is not None and (self.run_dir / bundle_format.MENU_FILE).is_file():
             self.menu_bank, self.menu_exposure = menu.load(self.run_dir / bundle_format.MENU_FILE)
             self.menu_bank = self.menu_bank.to(self.device)

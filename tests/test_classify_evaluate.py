@@ -97,7 +97,7 @@ def test_evaluate_against_a_missing_folder_is_one_line(trained_bundle, tiny_data
     assert tree_digest(tmp_path) == before
 
 
-def test_evaluate_out_never_replaces_a_report_it_did_not_write(trained_bundle, tiny_data_session, tmp_path):
+def test_evaluate_out_never_replaces_a_report_it_did_not_write(own_bundle, tiny_data_session, tmp_path):
     """A user's evaluation.json in --out is refused before any work, and kept; a file of another name stays; a folder
     evaluate wrote itself is written again; an --out that is a file is refused up front."""
     from badinput import assert_refused, run
@@ -106,7 +106,7 @@ def test_evaluate_out_never_replaces_a_report_it_did_not_write(trained_bundle, t
     out.mkdir()
     (out / "evaluation.json").write_text("mine")
     (out / "notes.txt").write_text("also mine")
-    args = ("evaluate", "--model", str(trained_bundle), "--data", str(tiny_data_session))
+    args = ("evaluate", "--model", str(own_bundle), "--data", str(tiny_data_session))  # --out adds held_out.json
     assert_refused(run("classify", *args, "--out", str(out)), "was not written by classify evaluate")
     assert (out / "evaluation.json").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [
         "evaluation.json", "notes.txt"]

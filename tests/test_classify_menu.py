@@ -157,10 +157,10 @@ def test_bundles_with_the_plain_knn_rule_keep_it_and_unknown_rules_are_refused(t
     assert predictor.menu_scores(features, logits) == pytest.approx(menu.scores(predictor.menu_bank, features))
     assert not np.allclose(classify.load(trained_bundle).menu_scores(features, logits),
                            predictor.menu_scores(features, logits))
-    for method in ("knn+max-logit", "energy"):  # the mix missing; a method never written
+    for method, words in (("knn+max-logit", ("menu_mix must hold", "max_logit_weight")),  # the mix missing
+                          ("energy", ("on-menu method", "upgrade platekit"))):  # a method never written
         (old / "config.json").write_text(json.dumps({**config, "format_version": 3, "menu_method": method}))
-        assert_refused(run("classify", "predict", "--model", old, paths[0]), "on-menu method", "upgrade platekit",
-                       code=2)
+        assert_refused(run("classify", "predict", "--model", old, paths[0]), *words, code=2)
 
 
 # -- photos not on the menu given at training time (--not-on-menu) -------------------------------------------------

@@ -594,7 +594,7 @@ def test_find_latest_run_takes_the_newest_complete_bundle(tmp_path):
                                   "facts_missing", "bad_auth", "feedback_foreign_log"])
 def test_bad_command_lines_print_one_line_and_fail(case, trained_bundle, tmp_path, capsys):
     facts = tmp_path / "facts.csv"
-    argv = ["--model", str(trained_bundle), "--port", "0"]  # any free port: 7860 may be taken on this machine
+    argv = ["--model", str(trained_bundle), "--port", str(free_port())]  # 7860 may be taken on this machine
     if case == "missing_run":
         argv = ["--model", str(tmp_path / "nope")]
     elif case == "facts_one_column":
