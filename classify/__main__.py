@@ -36,6 +36,7 @@ HELP = {
                      "(auto: $PLATEKIT_CACHE, else ~/.cache/platekit; none: off)",
     "patience": "stop after this many epochs without a better valid accuracy (0: all, and anything on a GPU, never "
                 "stops early; partial and none on a CPU after 5)",
+    "pick_epoch": "the weights kept: best (the highest valid accuracy) | last | auto (by strategy)",
     "valid_fraction": "valid share when DATA has no split of its own",
     "device": "auto | cpu | cuda",
     "resume": "carry on an interrupted run in --out",
@@ -187,7 +188,7 @@ def _train(args) -> int:
     m = result.metrics
     print(f"{result.run_dir}: valid accuracy {m['accuracy']:.3f}  top-5 {m['top5']:.3f}  "
           f"average position {m['average_position']:.3f}  macro F1 {m['macro_f1']:.3f}  "
-          f"({m['strategy']}, best epoch {m['best_epoch']}/{m['epochs_run']}, {m['train_seconds']:.0f} s)")
+          f"({m['strategy']}, kept epoch {m['best_epoch']}/{m['epochs_run']}, {m['train_seconds']:.0f} s)")
     return 0
 
 

@@ -45,8 +45,8 @@ def confusion_figure(confusion: np.ndarray, classes: list, split: str, n: int):
     return fig
 
 
-def curves_figure(history: list, run: str, best_epoch: int | None):
-    """Loss and accuracy per epoch, the best epoch (the weights kept) marked, the run named."""
+def curves_figure(history: list, run: str, kept_epoch: int | None):
+    """Loss and accuracy per epoch, the epoch whose weights were kept marked, the run named."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
@@ -57,8 +57,8 @@ def curves_figure(history: list, run: str, best_epoch: int | None):
     right.plot(epochs, [r["valid_accuracy"] for r in history], label="valid")
     right.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
     for axis in (left, right):
-        if best_epoch is not None:
-            axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        if kept_epoch is not None:
+            axis.axvline(kept_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {kept_epoch}")
         axis.legend()
         axis.grid(alpha=0.3)
     fig.suptitle(run, fontsize=10, parse_math=False)

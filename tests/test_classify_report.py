@@ -57,15 +57,15 @@ def test_errors_page_escapes_names_and_embeds_the_images():
     assert parser.images[0].startswith("data:image/jpeg;base64,")  # in the page: it works wherever it is moved
 
 
-def test_confusion_matrix_names_the_split_and_n_and_curves_mark_the_best_epoch():
+def test_confusion_matrix_names_the_split_and_n_and_curves_mark_the_kept_epoch():
     figure = report.confusion_figure(np.array([[3, 1], [0, 4]]), ["a", "b"], "/data/export/test", 8)
     assert figure.axes[0].get_title().startswith("test split, n=8")
     history = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1 / e, "train_accuracy": 0.1 * e,
                 "valid_accuracy": 0.1 * e} for e in range(1, 6)]
-    figure = report.curves_figure(history, "run food: efficientnet_lite0, all", best_epoch=3)
+    figure = report.curves_figure(history, "run food: efficientnet_lite0, all", kept_epoch=3)
     assert figure._suptitle.get_text() == "run food: efficientnet_lite0, all"
     for axis in figure.axes:
-        marks = [line for line in axis.get_lines() if line.get_label() == "best epoch 3"]
+        marks = [line for line in axis.get_lines() if line.get_label() == "kept: epoch 3"]
         assert len(marks) == 1 and list(marks[0].get_xdata()) == [3, 3]
 
 

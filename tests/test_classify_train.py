@@ -139,13 +139,22 @@ def test_file_names_do_not_change_the_model(tiny_data, tmp_path, freeze):
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed still matters
 
 
-def test_head_only_runs_the_whole_schedule(tiny_data, tmp_path):
+def test_head_only_runs_the_whole_schedule_and_keeps_its_last_epoch(tiny_data, tmp_path):
     """Head-only epochs cost next to nothing, so by default they are not stopped early (tiny_data is learned within
-    a few epochs, so patience 5 would stop this 12-epoch run)."""
+    a few epochs, so patience 5 would stop this 12-epoch run), and the annealed last epoch is kept, not the one whose
+    valid accuracy peaked (on 220 valid photos a peak is often an early, undertrained head)."""
     options = {**FAST, "patience": 0, "epochs": 12}
     result = train(RunConfig(data=str(tiny_data), out=str(tmp_path / "all"), **options))
-    assert len(result.history) == 12 and result.metrics["best_epoch"] < 7
-    assert json.loads((tmp_path / "all" / "config.json").read_text())["patience"] == 12
+    config = json.loads((tmp_path / "all" / "config.json").read_text())
+    assert len(result.history) == 12 and result.metrics["best_epoch"] == 12
+    assert config["patience"] == 12 and config["pick_epoch"] == "last"
+    assert result.metrics["accuracy"] == pytest.approx(result.history[-1]["valid_accuracy"])
+    best = train(RunConfig(data=str(tiny_data), out=str(tmp_path / "best"), **options, pick_epoch="best"))
+    accuracies = [row["valid_accuracy"] for row in best.history]
+    assert best.metrics["best_epoch"] == accuracies.index(max(accuracies)) + 1 < 7
+    assert best.metrics["accuracy"] == pytest.approx(max(accuracies))
+    last, peak = load_file(tmp_path / "all" / "model.safetensors"), load_file(tmp_path / "best" / "model.safetensors")
+    assert any(not torch.equal(last[name], peak[name]) for name in last)  # the same run, other weights kept
     stopped = train(RunConfig(data=str(tiny_data), out=str(tmp_path / "p3"), **{**options, "patience": 3}))
     assert len(stopped.history) < 12
 
@@ -173,6 +182,8 @@ def test_bad_options():
         RunConfig(freeze="some").check()
     with pytest.raises(ClassifyError, match="--aug"):
         RunConfig(aug=2).check()
+    with pytest.raises(ClassifyError, match="--pick-epoch must be one of auto, best, last"):
+        RunConfig(pick_epoch="first").check()
 
 
 @pytest.mark.slow
