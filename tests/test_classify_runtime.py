@@ -111,8 +111,17 @@ def test_int8_copy_is_quantized_calibrated_cached_and_close(trained_bundle, tiny
     assert in_float and all(made_by.get(node.input[1]) != "DequantizeLinear" for node in in_float)
     convs = [node for node in graph.node if node.op_type == "Conv" and node not in in_float]
     assert convs and all(made_by.get(node.input[1]) == "DequantizeLinear" for node in convs)
-    same = [a.top[0][0] == b.top[0][0] for a, b in zip(int8.predictions(images), float32.predictions(images))]
-    assert sum(same) >= len(same) - 1, same
+    # The 8-bit backbone's pooled features stay close to float's for every photo (signed weights saturating on a CPU
+    # without VNNI gave a cosine of 0.80); the 64 px head's near-ties may flip (0.53 / 0.47 for one photo here), so
+    # the top class must hold wherever float is sure of it, and on all but two photos.
+    pixels = torch.stack([float32.preprocess(path) for path in images])
+    cosine = torch.nn.functional.cosine_similarity(*(torch.as_tensor(predictor.features_and_logits(pixels)[0]).float()
+                                                     for predictor in (int8, float32)))
+    assert cosine.min() >= 0.95, cosine
+    pairs = list(zip(int8.predictions(images), float32.predictions(images)))
+    same = [a.top[0][0] == b.top[0][0] for a, b in pairs]
+    assert sum(same) >= len(same) - 2 and all(a.top[0][0] == b.top[0][0] for a, b in pairs if b.top[0][1] >= 0.99)
+    assert sum(b.top[0][1] >= 0.99 for _, b in pairs) >= len(pairs) // 2
 
     def no_quantizing(*args):
         raise AssertionError("quantized again although the cache holds it")
