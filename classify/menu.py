@@ -27,8 +27,7 @@ METHOD = "knn+max-logit"
 # nothing supplied (47.7 and 28.3 % at pick_threshold's earlier, stricter rank), non-food 99.7 %, in-menu photos kept
 # 93.4 against 93.9 %. A kNN to the supplied photos in its place rejected 31.6 %; the classifier alone lets 58 % of
 # non-food through; five other combinations and virtual outliers do no better (bench/ood_variants.py).
-METHODS = MENU_METHODS  # the bundle's format names them
-EXPOSED = METHODS[2]
+EXPOSED = MENU_METHODS[2]  # the bundle's format names the rules (bundle.MENU_METHODS); this one is the third
 EXPOSURE_C = 1.0  # the classifier's inverse L2 strength: 48.3 % against 46.9 % at 0.1 (scratch run, cached features)
 EXPOSURE_TENSORS = ("exposure_weight", "exposure_bias")
 EXPOSED_MIX = ("rule_mean", "rule_std", "exposure_mean", "exposure_std")  # menu_mix's keys the EXPOSED rule adds
