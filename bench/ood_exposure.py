@@ -125,7 +125,7 @@ def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> lis
             tag = "-".join(map(str, supplied))
             other = subset_folder(work, FOOD_DEV, [classes[c] for c in supplied], f"other-{tag}")
             p, _ = served(work / "runs" / f"{name}-not-{tag}", other)
-            assert p.bundle.menu_method == "knn+max-logit+exposed"
+            assert p.bundle.menu_method == "knn+max-logit+exposed-odds"
             result[key] = shares_of(p, order, [c for c in left_out if c not in supplied])
         results.append(result)
     return results

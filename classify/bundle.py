@@ -13,7 +13,8 @@ from classify.options import read_text
 # (menu.safetensors) and threshold, and the training splits' folders. 3: the on-menu score may mix the kNN
 # similarity with the head's largest logit (menu_method "knn+max-logit", menu_mix): a reader of 2 would misread it.
 # Still 3 with `train --not-on-menu` (menu_method "knn+max-logit+exposed", its classifier in menu.safetensors): the
-# readers of 3 made before it refuse that method by name ("upgrade platekit") rather than misread it.
+# readers of 3 made before it refuse that method by name ("upgrade platekit") rather than misread it. So do they
+# "knn+max-logit+exposed-odds" (2026-12-06: the same rule with the classifier's log-odds in place of -log p).
 FORMAT_VERSION = 3
 REQUIRED = ("config.json", "model.safetensors")
 MENU_FILE = "menu.safetensors"        # on-menu statistics (classify.menu), safetensors: no pickle
@@ -58,8 +59,9 @@ TYPED = {f.name for f in fields(Bundle)} - {"settings"}
 # tensors alone take gigabytes (a config of 20,000 px took 6.6 GB for one photo).
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 # The on-menu rules this platekit scores (classify.menu computes them): plain kNN similarity, kNN mixed with the
-# head's largest logit, and that mix with a classifier of photos supplied as not on the menu (train --not-on-menu).
-MENU_METHODS = ("knn", "knn+max-logit", "knn+max-logit+exposed")
+# head's largest logit, and that mix with a classifier of photos supplied as not on the menu (train --not-on-menu),
+# whose score is -log p(not on the menu) in bundles made before 2026-12-06 and its log-odds since (classify.menu).
+MENU_METHODS = ("knn", "knn+max-logit", "knn+max-logit+exposed", "knn+max-logit+exposed-odds")
 MIX_KEYS = ("knn_mean", "knn_std", "max_logit_mean", "max_logit_std", "max_logit_weight")  # classify.menu.fit_mix's
 
 

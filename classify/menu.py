@@ -22,12 +22,18 @@ from classify.bundle import MENU_METHODS
 METHOD = "knn+max-logit"
 # With photos that are not on the menu (outlier exposure; bench/ood_exposure.py, 7 classes on the menu, 1 other dish
 # supplied, 2 unseen, 9 rotations): a linear classifier over the menu's classes plus one "not on the menu" class, on
-# the same features; its -log p(not on the menu) and the score above, each standardized on valid, and the lower of
-# the two taken (off the menu when either says so). Built in: unseen dishes rejected 44.6 % against 26.1 % with
-# nothing supplied (47.7 and 28.3 % at pick_threshold's earlier, stricter rank), non-food 99.7 %, in-menu photos kept
-# 93.4 against 93.9 %. A kNN to the supplied photos in its place rejected 31.6 %; the classifier alone lets 58 % of
-# non-food through; five other combinations and virtual outliers do no better (bench/ood_variants.py).
-EXPOSED = MENU_METHODS[2]  # the bundle's format names the rules (bundle.MENU_METHODS); this one is the third
+# the same features; its log-odds of being on the menu and the score above, each standardized on valid, and the lower
+# of the two taken (off the menu when either says so). Built in: unseen dishes rejected 44.6 % against 26.1 % with
+# nothing supplied, non-food 99.7 %, in-menu photos kept 93.4 against 93.9 %. A kNN to the supplied photos in its
+# place rejected 31.6 %; the classifier alone lets 58 % of non-food through; five other combinations and virtual
+# outliers do no better (bench/ood_variants.py).
+# Until 2026-12-06 the classifier's part was -log p(not on the menu) (EXPOSED_PROB, kept for bundles made with it). That
+# is bounded below by 0 and skewed: the more dishes supplied, the surer the classifier, the wider valid's spread, and
+# standardized by it the part could no longer fall under the threshold. With 3 or 4 dishes supplied (bench/
+# ood_dishes.py, 5-class menus) it rejected 27.8 % of an unseen dish, as many as nothing supplied; the log-odds, the
+# same ranking without the floor, reject 41.8 and 44.4 % (and 44.9 against 44.4 % with one dish, 7-class menus).
+EXPOSED_PROB, EXPOSED = MENU_METHODS[2], MENU_METHODS[3]  # the bundle's format names the rules (bundle.MENU_METHODS)
+EXPOSED_METHODS = (EXPOSED_PROB, EXPOSED)
 EXPOSURE_C = 1.0  # the classifier's inverse L2 strength: 48.3 % against 46.9 % at 0.1 (scratch run, cached features)
 EXPOSURE_TENSORS = ("exposure_weight", "exposure_bias")
 EXPOSED_MIX = ("rule_mean", "rule_std", "exposure_mean", "exposure_std")  # menu_mix's keys the EXPOSED rule adds
@@ -95,11 +101,14 @@ def fit_exposure(train_features, train_labels, outside_features, c: float = EXPO
             "exposure_bias": torch.tensor(bias, dtype=torch.float32)}
 
 
-def exposure_scores(exposure: dict, features) -> np.ndarray:
-    """-log p(not on the menu) under `fit_exposure`'s classifier, per row of `features`: higher is more like the
+def exposure_scores(exposure: dict, features, method: str = EXPOSED) -> np.ndarray:
+    """Per row of `features`, under `fit_exposure`'s classifier: the log-odds of being on the menu, log p(on it) -
+    log p(not on it) (EXPOSED), or -log p(not on the menu) (EXPOSED_PROB, older bundles). Higher is more like the
     menu."""
-    logits = normalized(features) @ exposure["exposure_weight"].T + exposure["exposure_bias"]
-    return (-torch.log_softmax(logits.double(), dim=1)[:, -1]).numpy()
+    logits = (normalized(features) @ exposure["exposure_weight"].T + exposure["exposure_bias"]).double()
+    if method == EXPOSED_PROB:
+        return (-torch.log_softmax(logits, dim=1)[:, -1]).numpy()
+    return (torch.logsumexp(logits[:, :-1], dim=1) - logits[:, -1]).numpy()
 
 
 def fit_mix(valid_knn: np.ndarray, valid_max_logit: np.ndarray, weight: float = MAX_LOGIT_WEIGHT) -> dict:

@@ -69,10 +69,11 @@ class Predictor:
         if self.bundle.menu_method is not None and (self.run_dir / bundle_format.MENU_FILE).is_file():
             self.menu_bank, self.menu_exposure = menu.load(self.run_dir / bundle_format.MENU_FILE)
             self.menu_bank = self.menu_bank.to(self.device)
-            if self.bundle.menu_method == menu.EXPOSED and (self.menu_exposure is None or not set(
+            if self.bundle.menu_method in menu.EXPOSED_METHODS and (self.menu_exposure is None or not set(
                     menu.EXPOSED_MIX) <= set(self.bundle.menu_mix)):
                 raise ClassifyError(f"{self.run_dir}: menu.safetensors or config.json's menu_mix lacks part of the "
-                                    f"not-on-the-menu classifier its rule ({menu.EXPOSED!r}) needs: train it again")
+                                    f"not-on-the-menu classifier its rule ({self.bundle.menu_method!r}) needs: train "
+                                    f"it again")
         if not self.bundle.calibrated:
             log.warning("%s was made before calibration: probabilities use temperature 1", self.run_dir)
         if self.menu_bank is None:
@@ -127,9 +128,10 @@ class Predictor:
         if self.bundle.menu_method == "knn":
             return knn
         rule = menu.mixed(knn, np.asarray(logits).max(axis=1), self.bundle.menu_mix)
-        if self.bundle.menu_method != menu.EXPOSED:
+        if self.bundle.menu_method not in menu.EXPOSED_METHODS:
             return rule
-        return menu.exposed(rule, menu.exposure_scores(self.menu_exposure, features), self.bundle.menu_mix)
+        exposure = menu.exposure_scores(self.menu_exposure, features, self.bundle.menu_method)
+        return menu.exposed(rule, exposure, self.bundle.menu_mix)
 
     def on_menu(self, scores: np.ndarray | None, n: int) -> np.ndarray:
         if scores is None:

@@ -172,8 +172,9 @@ def clusters(rng, centres, n, spread=0.25):
 
 
 def test_exposure_map_is_the_fitted_classifier_folded_onto_unit_features():
-    """exposure_scores gives -log p(not on the menu) of sklearn's own pipeline (standardize, logistic regression),
-    with the standardization folded into one linear map: what the web page applies too."""
+    """exposure_scores gives the log-odds of being on the menu (and, for older bundles, -log p(not on the menu)) of
+    sklearn's own pipeline (standardize, logistic regression), with the standardization folded into one linear map:
+    what the web page applies too."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -190,8 +191,12 @@ def test_exposure_map_is_the_fitted_classifier_folded_onto_unit_features():
     new_inside, _ = clusters(rng, centres[:3], 10)
     new_outside, _ = clusters(rng, centres[3:], 10)
     for points in (new_inside, new_outside):
-        expected = -fitted.predict_log_proba(scaler.transform(unit(points)))[:, -1]
-        assert menu.exposure_scores(exposure, points) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        probabilities = fitted.predict_proba(scaler.transform(unit(points)))
+        not_on_menu = probabilities[:, -1]
+        assert menu.exposure_scores(exposure, points, menu.EXPOSED_PROB) == pytest.approx(
+            -np.log(not_on_menu), rel=1e-4, abs=1e-4)
+        assert menu.exposure_scores(exposure, points) == pytest.approx(
+            np.log(probabilities[:, :-1].sum(1)) - np.log(not_on_menu), rel=1e-4, abs=1e-4)
     assert menu.exposure_scores(exposure, new_inside).min() > menu.exposure_scores(exposure, new_outside).max()
 
 
@@ -225,6 +230,31 @@ def test_the_exposed_rule_rejects_a_dish_near_the_menu_that_the_plain_rule_keeps
         menu.exposure_scores(exposure, unseen) - mix["exposure_mean"]) / mix["exposure_std"]))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_exposed_rule_still_rejects_when_many_dishes_are_supplied(seed):
+    """Six other dishes supplied, an unseen one among them: the classifier grows so sure of valid that -log p(not on
+    the menu), bounded below by 0, standardized by valid's wide spread, can no longer fall under the threshold (the
+    rule before 2026-12-06 rejected what the plain rule did, as on food-dev: bench/ood_dishes.py). Its log-odds can."""
+    rng, axes = np.random.default_rng(seed), np.eye(32)
+    a, b = axes[0] * 3, axes[1] * 3
+    train_x, train_y = clusters(rng, np.stack([a, b]), 40)
+    valid_x, _ = clusters(rng, np.stack([a, b]), 20)
+    supplied, _ = clusters(rng, np.stack([a + axes[2 + i] * 1.2 for i in range(6)]), 30)
+    unseen, _ = clusters(rng, (a + (axes[2] + axes[3]) * 0.85)[None], 30)
+    bank, exposure = menu.normalized(train_x), menu.fit_exposure(train_x, train_y, supplied)
+    head = lambda x: np.abs(x[:, :2])  # noqa: E731  a stand-in head: the two menu dishes' logits
+    rejected = {}
+    for method in menu.EXPOSED_METHODS:
+        _, threshold, mix = menu.fit_rule(menu.scores(bank, valid_x), head(valid_x).max(1), 0.9,
+                                          menu.exposure_scores(exposure, valid_x, method))
+        plain = menu.mixed(menu.scores(bank, unseen), head(unseen).max(1), mix)
+        rejected[method] = (menu.exposed(plain, menu.exposure_scores(exposure, unseen, method), mix) < threshold).mean()
+    plain_rejected = (plain < menu.pick_threshold(menu.mixed(menu.scores(bank, valid_x), head(valid_x).max(1), mix),
+                                                  0.9)).mean()
+    assert plain_rejected <= 0.4 and rejected[menu.EXPOSED_PROB] == plain_rejected
+    assert rejected[menu.EXPOSED] >= 0.8
+
+
 def test_a_bundle_trained_with_not_on_menu_photos_scores_with_the_exposed_rule(exposed_bundle, trained_bundle,
                                                                                tiny_data_session, tmp_path):
     from safetensors.torch import load_file
@@ -241,6 +271,12 @@ def test_a_bundle_trained_with_not_on_menu_photos_scores_with_the_exposed_rule(e
     assert scores == pytest.approx(menu.exposed(rule, menu.exposure_scores(predictor.menu_exposure, features),
                                                 predictor.bundle.menu_mix))
     assert not np.allclose(scores, plain.menu_scores(features, logits))  # the same weights (feature cache, seed)
+    # a bundle made before 2026-12-06 keeps its rule: -log p(not on the menu), standardized by its own menu_mix
+    older = tmp_path / "older"
+    shutil.copytree(exposed_bundle, older)
+    (older / "config.json").write_text(json.dumps(config | {"menu_method": menu.EXPOSED_PROB}))
+    assert classify.load(older).menu_scores(features, logits) == pytest.approx(menu.exposed(
+        rule, menu.exposure_scores(predictor.menu_exposure, features, menu.EXPOSED_PROB), predictor.bundle.menu_mix))
     papers = [make_nonfood(tmp_path / "unknown" / f"{i}.png", seed=i) for i in range(4)]
     done = run("classify", "evaluate", "--model", exposed_bundle, "--data", tiny_data_session / "test", "--json",
                "--unknown", tmp_path / "unknown")

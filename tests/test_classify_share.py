@@ -268,16 +268,25 @@ def test_web_app_int8_in_chromium_agrees_with_predict_int8(trained_bundle, tiny_
 def test_web_app_applies_the_not_on_menu_rule_as_predict_does(exposed_bundle, trained_bundle, tiny_data_session,
                                                              tmp_path, ort_dist, serve, browser):
     """A bundle trained with --not-on-menu: the page reads the classifier's map from menu.safetensors and gives the
-    on-menu score and verdict of `predict`, which differ from the plain rule's."""
+    on-menu score and verdict of `predict`, which differ from the plain rule's; and so for a bundle made with the
+    rule's earlier score (-log p(not on the menu), before 2026-12-06)."""
     export_web(exposed_bundle, tmp_path / "web", "--ort-dir", ort_dist)
     settings = json.loads((tmp_path / "web" / "model.json").read_text())
-    assert settings["menu"]["method"] == "knn+max-logit+exposed" and "exposure_std" in settings["menu"]["mix"]
+    assert settings["menu"]["method"] == "knn+max-logit+exposed-odds" and "exposure_std" in settings["menu"]["mix"]
     photos = sorted((tiny_data_session / "valid").rglob("*.jpg"))
     photos.append(make_nonfood(tmp_path / "paper.png", seed=3))
     got, python = browser_predictions(browser, serve(tmp_path / "web"), photos), predict_cli(exposed_bundle, photos)
     assert agreement(got, python) <= 1e-4 and got[-1]["on_menu"] is False
     plain = predict_cli(trained_bundle, photos)
     assert max(abs(p["menu_score"] - e["menu_score"]) for p, e in zip(plain, python)) > 0.1
+    older = tmp_path / "older"
+    shutil.copytree(exposed_bundle, older)
+    config = json.loads((older / "config.json").read_text())
+    (older / "config.json").write_text(json.dumps(config | {"menu_method": "knn+max-logit+exposed"}))
+    export_web(older, tmp_path / "web-older", "--ort-dir", ort_dist)
+    got, python_older = browser_predictions(browser, serve(tmp_path / "web-older"), photos), predict_cli(older, photos)
+    assert agreement(got, python_older) <= 1e-4
+    assert max(abs(o["menu_score"] - e["menu_score"]) for o, e in zip(python_older, python)) > 0.1
 
 
 @pytest.fixture(scope="module")

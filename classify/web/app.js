@@ -3,6 +3,7 @@
 (() => {
   const TOP_K = 5;
   const CLOSE = 0.15; // top two probabilities closer than this: ask "A or B?" (as demo.py)
+  const EXPOSED = ["knn+max-logit+exposed", "knn+max-logit+exposed-odds"]; // classify.menu.EXPOSED_METHODS
   const status = document.getElementById("status");
   let settings = null, session = null, bank = null, classified = 0;
 
@@ -64,16 +65,17 @@
   // the not-on-the-menu classifier's score with --not-on-menu (classify.menu.exposed).
   function menuScore(features, logits) {
     const knn = nearest(features), mix = settings.menu.mix, method = settings.menu.method;
-    if (method !== "knn+max-logit" && method !== "knn+max-logit+exposed") return knn;
+    if (method !== "knn+max-logit" && !EXPOSED.includes(method)) return knn;
     const rule = (knn - mix.knn_mean) / mix.knn_std +
       mix.max_logit_weight * (Math.max(...logits) - mix.max_logit_mean) / mix.max_logit_std;
     if (method === "knn+max-logit") return rule;
     return Math.min((rule - mix.rule_mean) / mix.rule_std,
-      (exposureScore(features) - mix.exposure_mean) / mix.exposure_std);
+      (exposureScore(features, method) - mix.exposure_mean) / mix.exposure_std);
   }
 
-  // classify.menu.exposure_scores for one photo: -log p(not on the menu) of the linear map on its unit features.
-  function exposureScore(features) {
+  // classify.menu.exposure_scores for one photo, from the linear map on its unit features: the log-odds of being on
+  // the menu (log p(on it) - log p(not on it)), or -log p(not on the menu) for bundles made before 2026-12-06.
+  function exposureScore(features, method) {
     const { weight, bias } = bank.exposure, outputs = bias.length, dims = features.length, norm = length(features);
     const logits = new Float64Array(outputs);
     for (let c = 0; c < outputs; c++) {
@@ -84,7 +86,12 @@
     const top = Math.max(...logits);
     let total = 0;
     for (let c = 0; c < outputs; c++) total += Math.exp(logits[c] - top);
-    return -(logits[outputs - 1] - top - Math.log(total)); // -log softmax of the last, "not on the menu"
+    const notOnMenu = logits[outputs - 1] - top - Math.log(total); // log softmax of the last, "not on the menu"
+    if (method === "knn+max-logit+exposed") return -notOnMenu;
+    const menuTop = Math.max(...logits.subarray(0, outputs - 1)); // logsumexp of the menu's classes, as torch's
+    let menuTotal = 0;
+    for (let c = 0; c < outputs - 1; c++) menuTotal += Math.exp(logits[c] - menuTop);
+    return menuTop + Math.log(menuTotal) - logits[outputs - 1];
   }
 
   // The features' Euclidean length (1 for all zeros), which classify.menu.normalized divides by.
@@ -183,7 +190,7 @@
       ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
       session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
       if (settings.menu) bank = await loadBank(settings.menu.file);
-      if (bank && settings.menu.method === "knn+max-logit+exposed" && !bank.exposure)
+      if (bank && EXPOSED.includes(settings.menu.method) && !bank.exposure)
         throw new Error("its on-menu statistics lack the not-on-the-menu classifier");
     } catch (error) {
       show(`The model could not be loaded (${error.message || error}).`, "error");
