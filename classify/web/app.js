@@ -147,7 +147,7 @@
   function render(result) {
     const top = result.ranked.slice(0, TOP_K);
     document.getElementById("verdict").textContent = verdict(result);
-    document.getElementById("top1").textContent = top[0].label;
+    document.getElementById("top1").textContent = words(top[0].label); // as the list below and the demo show names
     document.body.dataset.onMenu = String(result.on_menu);
     document.body.dataset.menuScore = result.menu_score === null ? "" : String(result.menu_score);
     const list = document.getElementById("top5");
@@ -156,7 +156,7 @@
       item.textContent = `${words(label)} ${(100 * probability).toFixed(1)} %`;
       const bar = document.createElement("span");
       bar.className = "bar";
-      bar.style.width = `${Math.round(probability * 10)}rem`;
+      bar.style.width = `${(probability * 10).toFixed(2)}rem`; // to scale: whole rems drew 6 % and 11 % alike
       item.append(bar);
       return item;
     }));
