@@ -69,10 +69,32 @@ def cmd_stats(args, ws) -> int:
     return 0
 
 
-def cmd_scrape(args, ws) -> int:
-    from curate.scrape import ScrapeConfig, read_categories, scrape
+def scrape_categories(args) -> list[str]:
+    """The categories to scrape: those named (arguments, --categories-file) or, with --other-dishes, common dishes
+    not on --menu (curate.dishes). Read before the workspace is opened, so that a mistake makes no workspace."""
+    from curate.scrape import read_categories
 
-    categories = read_categories(args.categories, args.categories_file)
+    if not args.other_dishes:
+        if args.menu:
+            raise CurateError("--menu goes with --other-dishes")
+        return read_categories(args.categories, args.categories_file)
+    from curate.dishes import dishes_for
+
+    if args.categories or args.categories_file:
+        raise CurateError("give CATEGORY arguments or --other-dishes, not both")
+    if not args.menu:
+        raise CurateError("--other-dishes needs --menu (the menu's workspace or a file of its categories), so that "
+                          "none of your dishes is scraped as one that is not on the menu")
+    categories, left_out = dishes_for(args.workspace, args.menu, args.other_dishes)
+    print(f"other dishes: {', '.join(categories)}" + (
+        f" (left out as on the menu or close to it: {', '.join(left_out)})" if left_out else ""), flush=True)
+    return categories
+
+
+def cmd_scrape(args, ws) -> int:
+    from curate.scrape import ScrapeConfig, scrape
+
+    categories = args.chosen_categories  # main() read them before opening the workspace
     config = ScrapeConfig(engine=args.engine, per_class=args.per_class, query=args.query, min_size_px=args.min_size,
                           threads=args.threads, urls_file=args.urls, timeout_s=args.timeout,
                           search_url=args.search_url)
@@ -232,6 +254,11 @@ def _add_scrape(sub) -> None:
     p = sub.add_parser("scrape", help="download images per category through icrawler")
     p.add_argument("categories", nargs="*", metavar="CATEGORY")
     p.add_argument("--categories-file", help="one category per line")
+    p.add_argument("--other-dishes", type=number(int, 1, 1000), metavar="N",
+                   help="instead of categories: N common dishes that are not on --menu, photos for classify train "
+                        "--not-on-menu (into a workspace of their own)")
+    p.add_argument("--menu", metavar="PATH", help="with --other-dishes: the menu's workspace folder, or a file of its "
+                   "categories (one per line); dishes named like one of them are left out")
     p.add_argument("--per-class", type=number(int, 1, 100_000), default=d.per_class,
                    help=f"target images per category (default {d.per_class})")
     p.add_argument("--engine", type=_engine, default=d.engine, metavar="{" + ",".join(ENGINES) + "}",
@@ -364,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             from curate.importer import check_source
 
             check_source(args.source)  # a missing source makes no workspace
+        if args.command == "scrape":
+            args.chosen_categories = scrape_categories(args)  # nor do no categories
         with Workspace(args.workspace, create=args.command in ("import", "scrape"),
                        writes=args.command not in ("stats", "export")) as ws:
             return args.func(args, ws)
