@@ -12,7 +12,10 @@ The rule for k >= 1 is rebuilt from the arrays as `classify train --not-on-menu`
 (ood_exposure_dose.served_rule, each menu's own trained 5-class bundle for the max-logit part); k = 0 is the bundle's
 own rule as served (Predictor.menu_scores and its threshold). Thresholds keep 95 % of the menu's food-dev valid.
 
-  python bench/ood_dishes.py [--work /tmp/platekit-ood-exposure] [--no-record]
+  --menu-size 3: 3 classes on the menu (4 menus: 0-2, 3-5, 6-8, 7-9), 7 other dishes, k = 0..6 supplied, 28 pairs
+  for each k: the curve further out, on a smaller menu.
+
+  python bench/ood_dishes.py [--menu-size 5|3] [--work /tmp/platekit-ood-exposure] [--no-record]
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ from ood_exposure import features, of, shares, work_parser  # noqa: E402
 from ood_exposure_dose import served_rule  # noqa: E402
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
-MENUS = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9), (0, 2, 4, 6, 8), (1, 3, 5, 7, 9))
-SUPPLIED = (0, 1, 2, 3, 4)
+MENUS = {5: ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9), (0, 2, 4, 6, 8), (1, 3, 5, 7, 9)),
+         3: ((0, 1, 2), (3, 4, 5), (6, 7, 8), (7, 8, 9))}
 
 
 def menu_bundle(work: Path, classes: list[str], menu: tuple):
@@ -50,10 +53,12 @@ def plain_rule(p):
     return (lambda x: p.menu_scores(x, head_logits(p, x))), p.bundle.menu_threshold
 
 
-def runs_of(f: dict, work: Path, classes: list[str], rng) -> dict[int, list]:
-    """{k: [(unseen rejected, in-menu kept, non-food rejected), ...]} over every menu and unseen dish."""
-    runs: dict[int, list] = {k: [] for k in SUPPLIED}
-    for menu in MENUS:
+def runs_of(f: dict, work: Path, classes: list[str], rng, size: int = 5) -> dict[int, list]:
+    """{k: [(unseen rejected, in-menu kept, non-food rejected), ...]} over every menu of `size` classes and unseen
+    dish, k = 0 to all the other dishes but the unseen one supplied."""
+    supplied_counts = range(len(classes) - size)
+    runs: dict[int, list] = {k: [] for k in supplied_counts}
+    for menu in MENUS[size]:
         p = menu_bundle(work, classes, menu)
         order = [classes.index(c) for c in p.classes]
         others = [c for c in range(len(classes)) if c not in menu]
@@ -61,7 +66,7 @@ def runs_of(f: dict, work: Path, classes: list[str], rng) -> dict[int, list]:
         for unseen in others:
             rest = [c for c in others if c != unseen]
             unseen_x = of(f, "extra", [unseen])
-            for k in SUPPLIED:
+            for k in supplied_counts:
                 if k == 0:
                     score, threshold = plain_rule(p)
                 else:
@@ -73,11 +78,13 @@ def runs_of(f: dict, work: Path, classes: list[str], rng) -> dict[int, list]:
 
 
 def main() -> None:
-    args = work_parser(__doc__).parse_args()
+    parser = work_parser(__doc__)
+    parser.add_argument("--menu-size", type=int, choices=sorted(MENUS), default=5)
+    args = parser.parse_args()
     machine_line, started, work = machine(), time.time(), Path(args.work)
     f = features(work / "run", work)
     classes = sorted(path.name for path in (FOOD_DEV / "train").iterdir() if path.is_dir())
-    runs = runs_of(f, work, classes, np.random.default_rng(0))
+    runs = runs_of(f, work, classes, np.random.default_rng(0), args.menu_size)
     rows = []
     for k, values in runs.items():
         rejected, kept, rejected_nonfood = (np.array(column) for column in zip(*values))
@@ -85,14 +92,16 @@ def main() -> None:
                      f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
                      f"{100 * np.median(rejected):.1f} %", f"{100 * kept.mean():.1f} %",
                      f"{100 * rejected_nonfood.mean():.1f} %"])
-    body = table(["--not-on-menu", "unseen dish rejected (mean of 20, range)", "median", "in-menu extra kept",
+    size, pairs, others = args.menu_size, len(runs[0]), len(classes) - args.menu_size
+    body = table(["--not-on-menu", f"unseen dish rejected (mean of {pairs}, range)", "median", "in-menu extra kept",
                   "non-food rejected"], rows)
-    body += (f"\n\n5 classes on the menu (4 menus), 1 of the other 5 unseen in turn, k of the other 4 supplied; "
-             f"thresholds keep 95 % of food-dev valid of the 5. Features: the CPU default's three frozen backbones. "
-             f"Wall {time.time() - started:.0f} s.")
+    body += (f"\n\n{size} classes on the menu ({len(MENUS[size])} menus), 1 of the other {others} unseen in turn, k of "
+             f"the other {others - 1} supplied; thresholds keep 95 % of food-dev valid of the {size}. Features: the CPU "
+             f"default's three frozen backbones. Wall {time.time() - started:.0f} s.")
     print(body)
     if not args.no_record:
-        append("ood_dishes.py: photos of how many other dishes `--not-on-menu` needs", body, machine_line)
+        append(f"ood_dishes.py --menu-size {args.menu_size}: photos of how many other dishes `--not-on-menu` needs",
+               body, machine_line)
 
 
 if __name__ == "__main__":
