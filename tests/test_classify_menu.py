@@ -352,20 +352,40 @@ def test_bad_not_on_menu_folders(case, tiny_data_session, tmp_path):
 
 
 def test_the_readmes_second_workspace_recipe_makes_a_not_on_menu_folder(food_dev, tiny_data_session, tmp_path):
-    """README: other dishes gathered in a second curate workspace (import here in place of scrape: 10 real photos
-    of a dish the tiny menu lacks), deduplicated, accepted and exported, then given to `classify train
-    --not-on-menu` as the export folder."""
-    for photo in sorted((food_dev / "train" / "bibimbap").glob("*.jpg"))[:10]:
-        (tmp_path / "found" / "bibimbap").mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, tmp_path / "found" / "bibimbap" / photo.name)
+    """README: other dishes gathered in a second curate workspace with `scrape --other-dishes 2 --menu` (icrawler
+    against a local server holding 12 real photos of two food-dev dishes under the names it picked), deduplicated,
+    accepted and exported, then given to `classify train --not-on-menu` as the export folder."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from curate.dishes import other_dishes
+
+    menu_file = tmp_path / "menu.txt"
+    menu_file.write_text("\n".join(path.name for path in (tiny_data_session / "train").iterdir()) + "\n")
+    picked, _ = other_dishes(menu_file.read_text().split(), 2)
+    handler = partial(SimpleHTTPRequestHandler, directory=str(food_dev / "train"))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    lines = [f"{name}\t{base}/{dish}/{photo.name}" for name, dish in zip(picked, ("bibimbap", "beignets"))
+             for photo in sorted((food_dev / "train" / dish).glob("*.jpg"))[:6]]
+    (tmp_path / "urls.tsv").write_text("\n".join(lines) + "\n")
     workspace = ["--workspace", tmp_path / "other-ws"]
-    for args in (["import", tmp_path / "found"], ["dedup"], ["accept"], ["export", tmp_path / "other-dishes"]):
-        done = run("curate", *workspace, *args)
-        assert done.returncode == 0, done.stderr
+    try:
+        for args in (["scrape", "--other-dishes", "2", "--menu", menu_file, "--per-class", "6", "--engine", "urls",
+                      "--urls", tmp_path / "urls.tsv"], ["dedup"], ["accept"], ["export", tmp_path / "other-dishes"]):
+            done = run("curate", *workspace, *args)
+            assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+    assert sorted(path.name for path in (tmp_path / "other-dishes" / "train").iterdir()) == sorted(
+        name.replace(" ", "_") for name in picked)  # the export names folders as the workspace does
     exported = len(list((tmp_path / "other-dishes").rglob("*.jpg")))
     fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
     done = run("classify", "train", "--data", tiny_data_session, "--out", tmp_path / "run", *fast, "--not-on-menu",
                tmp_path / "other-dishes")
     assert done.returncode == 0, done.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["menu_method"] == menu.EXPOSED and config["menu_mix"]["exposure_photos"] == exported >= 8
+    assert config["menu_method"] == menu.EXPOSED and config["menu_mix"]["exposure_photos"] == exported >= 10
