@@ -23,8 +23,9 @@ METHOD = "knn+max-logit"
 # With photos that are not on the menu (outlier exposure; bench/ood_exposure.py, 7 classes on the menu, 1 other dish
 # supplied, 2 unseen, 9 rotations): a linear classifier over the menu's classes plus one "not on the menu" class, on
 # the same features; its log-odds of being on the menu and the score above, each standardized on valid, and the lower
-# of the two taken (off the menu when either says so). Built in: unseen dishes rejected 44.6 % against 26.1 % with
-# nothing supplied, non-food 99.7 %, in-menu photos kept 93.4 against 93.9 %. A kNN to the supplied photos in its
+# of the two taken (off the menu when either says so). Built in: unseen dishes rejected 44.8 % against 25.6 % with
+# nothing supplied (two dishes supplied: 48.9 % of the third), non-food 99.5 %, in-menu photos kept 93.6 against
+# 94.2 % (2026-12-06; 3-class menus with 2 to 6 dishes supplied: 50.4-57.4 %). A kNN to the supplied photos in its
 # place rejected 31.6 %; the classifier alone lets 58 % of non-food through; five other combinations and virtual
 # outliers do no better (bench/ood_variants.py).
 # Until 2026-12-06 the classifier's part was -log p(not on the menu) (EXPOSED_PROB, kept for bundles made with it). That

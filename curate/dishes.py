@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from pathlib import Path
 
 from classify.options import read_text
@@ -36,8 +37,10 @@ ORDER_SEED = 0  # one fixed order, spread over the list: the same N dishes every
 
 
 def words(name: str) -> frozenset[str]:
-    """A dish name's words, lower case, a plural's final s dropped ("Tacos" and "taco" are the same dish)."""
-    return frozenset(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[a-z0-9]+", name.lower()))
+    """A dish name's words, lower case, accents dropped ("Crème brûlée" is "creme brulee"), a plural's final s dropped
+    ("Tacos" and "taco" are the same dish); underscores and punctuation split words."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name.casefold()) if not unicodedata.combining(c))
+    return frozenset(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[^\W_]+", plain))
 
 
 def too_close(dish: str, menu: list[str]) -> bool:
