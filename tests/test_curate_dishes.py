@@ -1,6 +1,7 @@
 """`scrape --other-dishes N --menu PATH`: common dishes that are not on the menu, for classify train --not-on-menu."""
 import pytest
 
+from badinput import tree_digest
 from curate import CurateError
 from curate.dishes import COMMON_DISHES, dishes_for, menu_names, other_dishes, too_close
 from curate.workspace import Workspace
@@ -28,7 +29,9 @@ def test_the_menu_is_read_from_its_workspace_or_a_file(tmp_path):
     with Workspace(tmp_path / "menu") as ws:
         ws.ensure_category("Ramen")
         ws.ensure_category("gyoza")
+    before = tree_digest(tmp_path / "menu")
     assert sorted(menu_names(tmp_path / "menu")) == ["Ramen", "gyoza"]
+    assert tree_digest(tmp_path / "menu") == before  # the menu's workspace is only read
     listed = tmp_path / "menu.txt"
     listed.write_text("# my menu\nRamen\n\ngyoza\n")
     assert menu_names(listed) == ["Ramen", "gyoza"]
