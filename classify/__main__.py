@@ -166,6 +166,13 @@ def main(argv=None) -> int:
         return 130
 
 
+# Photos of other dishes are what lets the on-menu score reject dishes it never saw (README "Not one of my dishes"); a
+# run without them is told once, where a user looks.
+NOT_ON_MENU_TIP = ("tip: photos of other dishes teach it to say \"not on the menu\" to dishes it never saw: "
+                   "`python -m curate --workspace other-ws scrape --other-dishes 20 --menu WORKSPACE`, export, then "
+                   "train again with --not-on-menu EXPORT")
+
+
 def _train(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -189,6 +196,8 @@ def _train(args) -> int:
     print(f"{result.run_dir}: valid accuracy {m['accuracy']:.3f}  top-5 {m['top5']:.3f}  "
           f"average position {m['average_position']:.3f}  macro F1 {m['macro_f1']:.3f}  "
           f"({m['strategy']}, kept epoch {m['best_epoch']}/{m['epochs_run']}, {m['train_seconds']:.0f} s)")
+    if config.not_on_menu is None:
+        console.print(NOT_ON_MENU_TIP, highlight=False)
     return 0
 
 

@@ -384,8 +384,11 @@ def test_the_readmes_second_workspace_recipe_makes_a_not_on_menu_folder(food_dev
         name.replace(" ", "_") for name in picked)  # the export names folders as the workspace does
     exported = len(list((tmp_path / "other-dishes").rglob("*.jpg")))
     fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    done = run("classify", "train", "--data", tiny_data_session, "--out", tmp_path / "plain", *fast)
+    assert done.returncode == 0 and "--other-dishes 20" in done.stderr  # the tip that leads here
     done = run("classify", "train", "--data", tiny_data_session, "--out", tmp_path / "run", *fast, "--not-on-menu",
                tmp_path / "other-dishes")
     assert done.returncode == 0, done.stderr
+    assert "--other-dishes" not in done.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["menu_method"] == menu.EXPOSED and config["menu_mix"]["exposure_photos"] == exported >= 10
