@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ood import head_logits, subset_folder  # noqa: E402
-from ood_exposure import features, of, shares, work_parser  # noqa: E402
+from ood_exposure import features, of, share_cells, shares, work_parser  # noqa: E402
 from ood_exposure_dose import served_rule  # noqa: E402
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
@@ -87,11 +87,9 @@ def main() -> None:
     runs = runs_of(f, work, classes, np.random.default_rng(0), args.menu_size)
     rows = []
     for k, values in runs.items():
-        rejected, kept, rejected_nonfood = (np.array(column) for column in zip(*values))
+        cells = share_cells(values)
         rows.append([f"{k} other dish{'es' if k != 1 else ''}" + (f" ({110 * k} photos)" if k else ", nothing supplied"),
-                     f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
-                     f"{100 * np.median(rejected):.1f} %", f"{100 * kept.mean():.1f} %",
-                     f"{100 * rejected_nonfood.mean():.1f} %"])
+                     cells[0], f"{100 * np.median([v[0] for v in values]):.1f} %", *cells[1:]])
     size, pairs, others = args.menu_size, len(runs[0]), len(classes) - args.menu_size
     body = table(["--not-on-menu", f"unseen dish rejected (mean of {pairs}, range)", "median", "in-menu extra kept",
                   "non-food rejected"], rows)

@@ -93,6 +93,14 @@ def shares(score, threshold: float, unseen_x, in_x, nonfood_x) -> tuple:
             (score(nonfood_x) < threshold).mean())
 
 
+def share_cells(values: list[tuple]) -> list[str]:
+    """`shares` of several runs as table cells: unseen dishes rejected (mean and range), in-menu kept, non-food
+    rejected (means)."""
+    rejected, kept, nonfood = (np.array(column) for column in zip(*values))
+    return [f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
+            f"{100 * kept.mean():.1f} %", f"{100 * nonfood.mean():.1f} %"]
+
+
 def bundle_runs(f: dict, work: Path, left_out: tuple, classes: list[str]) -> list[dict]:
     """The bundles' own rules as served (Predictor.menu_scores, each bundle's own threshold): one 7-class bundle with
     nothing supplied (`classify train`, no flags) and one per supplied set with `--not-on-menu` (one dish, 110
@@ -191,9 +199,7 @@ def main() -> None:
     for name, label in (("bundle", "the bundle's rule, kNN + 2 x max-logit (nothing supplied; 2 unseen)"),
                         ("bundle+1", "a bundle trained with --not-on-menu (one other dish, 110 photos; 2 unseen)"),
                         ("bundle+2", "a bundle trained with --not-on-menu (two other dishes, 220 photos; 1 unseen)")):
-        rejected, kept, nonfood = (np.array(column) for column in zip(*[run[name] for run in bundled]))
-        rows.append([label, f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
-                     f"{100 * kept.mean():.1f} %", f"{100 * nonfood.mean():.1f} %"])
+        rows.append([label, *share_cells([run[name] for run in bundled])])
     givens = {"food": "one other dish, 110 photos; 2 unseen", "food2": "two other dishes, 220 photos; 1 unseen",
               "nonfood": "nonfood-dev, 468 photos; 2 unseen"}
     for supplied, name in itertools.product(givens, ("kNN", "kNN - exposed", "lower of the two, standardized",
@@ -201,11 +207,9 @@ def main() -> None:
         values = [run[name] for run in runs[supplied] if name in run]
         if not values:
             continue
-        rejected, kept, nonfood = (np.array(column) for column in zip(*values))
         label = f"{name} (nothing supplied; 2 unseen)" if name == "kNN" else f"{name} ({givens[supplied]})"
-        rows.append([label, f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
-                     f"{100 * kept.mean():.1f} %", "-" if supplied == "nonfood" else
-                     f"{100 * nonfood.mean():.1f} %"])
+        cells = share_cells(values)
+        rows.append([label, *cells[:2], "-" if supplied == "nonfood" else cells[2]])
     body = table(["score", "unseen dishes rejected (mean of 9, range)", "in-menu extra kept", "non-food rejected"],
                  rows)
     body += (f"\n\n7 classes on the menu; of the other 3, 1 or 2 supplied as not on it and the rest unseen, in 9 "

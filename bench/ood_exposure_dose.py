@@ -22,7 +22,7 @@ import numpy as np
 from classify import menu as M
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ood_exposure import ROTATIONS, features, of, shares, work_parser  # noqa: E402
+from ood_exposure import ROTATIONS, features, of, share_cells, shares, work_parser  # noqa: E402
 from record import FOOD_DEV, append, machine, table  # noqa: E402
 
 KEEP = 0.95
@@ -74,9 +74,7 @@ def main() -> None:
                 runs.setdefault(name, []).append(shares(score, threshold, unseen_x, in_x, held_nonfood))
     rows = []
     for name, values in runs.items():
-        rejected, kept, rejected_nonfood = (np.array(column) for column in zip(*values))
-        rows.append([name, f"{100 * rejected.mean():.1f} % ({100 * rejected.min():.0f}-{100 * rejected.max():.0f})",
-                     f"{100 * kept.mean():.1f} %", f"{100 * rejected_nonfood.mean():.1f} %"])
+        rows.append([name, *share_cells(values)])
     body = table(["--not-on-menu photos", "unseen dishes rejected (mean of 9, range)", "in-menu extra kept",
                   "non-food rejected (the other 234)"], rows)
     body += (f"\n\n7 classes on the menu, 1 other dish supplied, 2 unseen, 9 rotations; thresholds keep 95 % of "

@@ -484,7 +484,7 @@ def run_epochs(parts: Parts, inputs: Inputs, optimizer, scheduler, config: RunCo
 def kept_epoch(pick: str, history: list, best: dict, best_state: dict | None) -> tuple[list, dict, dict | None]:
     """run_epochs' result with the epoch `pick` keeps: its best one, or the last (whose weights the model holds)."""
     if pick == "last" and history:
-        return history, {"accuracy": history[-1]["valid_accuracy"], "epoch": len(history)}, None
+        return history, {"accuracy": history[-1]["valid_accuracy"], "epoch": history[-1]["epoch"]}, None
     return history, best, best_state
 
 

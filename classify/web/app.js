@@ -83,15 +83,17 @@
       for (let j = 0, offset = c * dims; j < dims; j++) dot += weight[offset + j] * features[j];
       logits[c] = dot / norm + bias[c];
     }
-    const top = Math.max(...logits);
+    const notOnMenu = logits[outputs - 1]; // the last class, "not on the menu"
+    if (method === "knn+max-logit+exposed") return logSumExp(logits) - notOnMenu; // -log softmax of the last
+    return logSumExp(logits.subarray(0, outputs - 1)) - notOnMenu;
+  }
+
+  // log(sum(exp(values))) without overflow, as torch.logsumexp.
+  function logSumExp(values) {
+    const top = Math.max(...values);
     let total = 0;
-    for (let c = 0; c < outputs; c++) total += Math.exp(logits[c] - top);
-    const notOnMenu = logits[outputs - 1] - top - Math.log(total); // log softmax of the last, "not on the menu"
-    if (method === "knn+max-logit+exposed") return -notOnMenu;
-    const menuTop = Math.max(...logits.subarray(0, outputs - 1)); // logsumexp of the menu's classes, as torch's
-    let menuTotal = 0;
-    for (let c = 0; c < outputs - 1; c++) menuTotal += Math.exp(logits[c] - menuTop);
-    return menuTop + Math.log(menuTotal) - logits[outputs - 1];
+    for (const value of values) total += Math.exp(value - top);
+    return top + Math.log(total);
   }
 
   // The features' Euclidean length (1 for all zeros), which classify.menu.normalized divides by.
